@@ -1,0 +1,363 @@
+"""A dataset of many clips in tensorstore zarr arrays: local paths or any kvstore.
+
+Layout under the dataset root (a local folder, or a kvstore URL such as
+`gs://bucket/path/` or `memory://name/`):
+
+  dataset.json          metadata (DatasetInfo as JSON)
+  progress.json         {"complete_chunks": k}: clips [0, k * chunk_clips) are complete
+  xy_px/                (c, T, N, 2) float32   zarr arrays, c = num_clips, padded to
+  visible/              (c, T, N)    bool        T = max_frames, N = max_tracks
+  intrinsics/           (c, T, 3, 3) float32
+  image_hw/             (c, 2)       int32
+  num_frames/           (c,)         int32     real length of each clip
+  num_tracks/           (c,)         int32     real track count of each clip
+  query_frame/          (c, N)       int32
+  intrinsics_known/     (c,)         bool
+  family/, camera/      (c,)         int32     index into info.families / info.cameras (-1 unknown)
+  gt_w2c/ gt_depth/ gt_xyz_world/ gt_dynamic/   ground truth, when info.has_gt
+
+Writes go chunk by chunk (one zarr chunk = `chunk_clips` clips along c); after a
+chunk's arrays are all written, progress.json is rewritten (atomically by the
+kvstore). A writer killed at any moment leaves every chunk below the recorded
+progress complete; resuming rewrites from there. Readers only see complete clips.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import tensorstore as ts
+
+from tracks4d.tracks import GroundTruth, Tracks, pad_tracks
+
+FORMAT_VERSION = 1
+
+# name: (dtype, trailing shape as a function of (T, N)).
+_ARRAYS = {
+    "xy_px": ("float32", lambda T, N: (T, N, 2)),
+    "visible": ("bool", lambda T, N: (T, N)),
+    "intrinsics": ("float32", lambda T, N: (T, 3, 3)),
+    "image_hw": ("int32", lambda T, N: (2,)),
+    "num_frames": ("int32", lambda T, N: ()),
+    "num_tracks": ("int32", lambda T, N: ()),
+    "query_frame": ("int32", lambda T, N: (N,)),
+    "intrinsics_known": ("bool", lambda T, N: ()),
+    "family": ("int32", lambda T, N: ()),
+    "camera": ("int32", lambda T, N: ()),
+}
+_GT_ARRAYS = {
+    "gt_w2c": ("float32", lambda T, N: (T, 4, 4)),
+    "gt_depth": ("float32", lambda T, N: (T, N)),
+    "gt_xyz_world": ("float32", lambda T, N: (T, N, 3)),
+    "gt_dynamic": ("bool", lambda T, N: (T, N)),
+}
+_ZARR_DTYPE = {"float32": "<f4", "int32": "<i4", "bool": "|b1"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What a dataset holds.
+
+  Attributes:
+    num_clips: number of clips c.
+    max_frames: padded time size T.
+    max_tracks: padded track count N.
+    chunk_clips: clips per zarr chunk (and per commit).
+    has_gt: whether ground-truth arrays are stored.
+    families, cameras: names indexed by the `family` and `camera` arrays.
+    source: free-form description of how the clips were made (e.g. the
+      generator config and seed), compared on resume.
+    format_version: layout version.
+  """
+
+  num_clips: int
+  max_frames: int
+  max_tracks: int
+  chunk_clips: int = 16
+  has_gt: bool = True
+  families: tuple[str, ...] = ()
+  cameras: tuple[str, ...] = ()
+  source: dict = dataclasses.field(default_factory=dict)
+  format_version: int = FORMAT_VERSION
+
+  def __post_init__(self):
+    for field in ("num_clips", "max_frames", "max_tracks", "chunk_clips"):
+      value = getattr(self, field)
+      if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"DatasetInfo.{field}: expected a positive integer; got {value!r}.")
+    if self.max_frames < 2:
+      raise ValueError(f"DatasetInfo.max_frames: clips need at least 2 frames; got {self.max_frames}.")
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str, where: str) -> "DatasetInfo":
+    try:
+      raw = json.loads(text)
+      raw["families"] = tuple(raw.get("families", ()))
+      raw["cameras"] = tuple(raw.get("cameras", ()))
+      return cls(**raw)
+    except (ValueError, TypeError) as e:
+      raise ValueError(f"{where}: dataset.json is malformed: {e}") from e
+
+  @property
+  def num_chunks(self) -> int:
+    return -(-self.num_clips // self.chunk_clips)
+
+
+def kvstore_spec(location: str) -> Any:
+  """A kvstore spec for a local path or a URL (`gs://`, `s3://`, `memory://`, ...)."""
+  location = str(location)
+  if "://" in location:
+    return location if location.endswith("/") else location + "/"
+  return {"driver": "file", "path": os.path.abspath(location) + "/"}
+
+
+class TrackDataset:
+  """Reads and writes a clip dataset; see the module docstring for the layout.
+
+  Example:
+    >>> ds = TrackDataset.create("data/val", DatasetInfo(num_clips=64, max_frames=50, max_tracks=900))
+    >>> ds.write_chunk(0, clips[:16]); ds.commit(1)
+    >>> batch = TrackDataset.open("data/val").read([3, 1, 4])   # a padded Tracks batch
+  """
+
+  def __init__(self, location: str, info: DatasetInfo, arrays: dict[str, ts.TensorStore], kvstore: ts.KvStore):
+    self.location = location
+    self.info = info
+    self._arrays = arrays
+    self._kv = kvstore
+
+  # Opening -----------------------------------------------------------------
+
+  @classmethod
+  def create(cls, location: str, info: DatasetInfo, context: ts.Context | None = None) -> "TrackDataset":
+    """Creates a dataset, or reopens an unfinished one with the same info to resume.
+
+    Raises:
+      ValueError: if `location` holds a dataset with different info (it is never
+        overwritten).
+    """
+    context = context or ts.Context()
+    kv = ts.KvStore.open(kvstore_spec(location), context=context).result()
+    existing = kv.read("dataset.json").result()
+    if existing.state == "value":
+      old = DatasetInfo.from_json(existing.value.decode(), str(location))
+      if old != info:
+        raise ValueError(
+            f"{location}: holds a different dataset (dataset.json differs from the requested one); "
+            f"use another location or remove it.\n  existing: {old}\n  requested: {info}")
+      return cls.open(location, context=context)
+    arrays = {}
+    for name, (dtype, trailing) in cls._specs(info).items():
+      shape = (info.num_clips,) + trailing(info.max_frames, info.max_tracks)
+      arrays[name] = ts.open({
+          "driver": "zarr",
+          "kvstore": _join(kvstore_spec(location), name),
+          "metadata": {"shape": list(shape), "chunks": [info.chunk_clips] + list(shape[1:]),
+                       "dtype": _ZARR_DTYPE[dtype],
+                       "compressor": {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1}},
+      }, create=True, delete_existing=True, context=context).result()
+    kv.write("progress.json", json.dumps({"complete_chunks": 0}).encode()).result()
+    # dataset.json last: its presence marks a fully created layout.
+    kv.write("dataset.json", info.to_json().encode()).result()
+    return cls(str(location), info, arrays, kv)
+
+  @classmethod
+  def open(cls, location: str, context: ts.Context | None = None) -> "TrackDataset":
+    """Opens an existing dataset and checks that its arrays agree with its info.
+
+    Raises:
+      ValueError: naming the location and the array when dataset.json is missing
+        or malformed, an array is missing, or its shape or dtype disagrees.
+    """
+    context = context or ts.Context()
+    kv = ts.KvStore.open(kvstore_spec(location), context=context).result()
+    meta = kv.read("dataset.json").result()
+    if meta.state != "value":
+      raise ValueError(f"{location}: not a tracks4d dataset (no dataset.json).")
+    info = DatasetInfo.from_json(meta.value.decode(), str(location))
+    if info.format_version != FORMAT_VERSION:
+      raise ValueError(f"{location}: dataset format_version {info.format_version}; this code reads {FORMAT_VERSION}.")
+    arrays = {}
+    for name, (dtype, trailing) in cls._specs(info).items():
+      expected = (info.num_clips,) + trailing(info.max_frames, info.max_tracks)
+      try:
+        arr = ts.open({"driver": "zarr", "kvstore": _join(kvstore_spec(location), name)}, context=context).result()
+      except ValueError as e:
+        raise ValueError(f"{location}: array {name!r} is missing or unreadable ({e}).") from e
+      if tuple(arr.shape) != expected:
+        raise ValueError(f"{location}: array {name!r} has shape {tuple(arr.shape)}; dataset.json implies {expected}.")
+      if arr.dtype.numpy_dtype != np.dtype(dtype):
+        raise ValueError(f"{location}: array {name!r} has dtype {arr.dtype.numpy_dtype}; expected {dtype}.")
+      arrays[name] = arr
+    return cls(str(location), info, arrays, kv)
+
+  @staticmethod
+  def _specs(info: DatasetInfo) -> dict:
+    return {**_ARRAYS, **(_GT_ARRAYS if info.has_gt else {})}
+
+  # Progress ----------------------------------------------------------------
+
+  @property
+  def complete_chunks(self) -> int:
+    raw = self._kv.read("progress.json").result()
+    if raw.state != "value":
+      raise ValueError(f"{self.location}: progress.json is missing.")
+    try:
+      k = int(json.loads(raw.value.decode())["complete_chunks"])
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(f"{self.location}: progress.json is malformed: {e}") from e
+    if not 0 <= k <= self.info.num_chunks:
+      raise ValueError(f"{self.location}: progress.json says {k} chunks; the dataset has {self.info.num_chunks}.")
+    return k
+
+  @property
+  def num_complete(self) -> int:
+    """Number of clips fully written (readable)."""
+    return min(self.complete_chunks * self.info.chunk_clips, self.info.num_clips)
+
+  def commit(self, complete_chunks: int) -> None:
+    """Records that chunks [0, complete_chunks) are fully written."""
+    self._kv.write("progress.json", json.dumps({"complete_chunks": int(complete_chunks)}).encode()).result()
+
+  # Writing -----------------------------------------------------------------
+
+  def chunk_range(self, chunk: int) -> range:
+    start = chunk * self.info.chunk_clips
+    return range(start, min(start + self.info.chunk_clips, self.info.num_clips))
+
+  def write_chunk(self, chunk: int, clips: Sequence[Tracks], family: Sequence[int] | None = None,
+                  camera: Sequence[int] | None = None) -> None:
+    """Writes the clips of one chunk (all of them, in order) and waits for it.
+
+    Raises:
+      ValueError: for a wrong clip count, a clip larger than (max_frames,
+        max_tracks) (nothing is cut), or missing/extra ground truth.
+    """
+    rng = self.chunk_range(chunk)
+    if len(clips) != len(rng):
+      raise ValueError(f"write_chunk({chunk}): expected {len(rng)} clips; got {len(clips)}.")
+    info = self.info
+    cols: dict[str, list] = {name: [] for name in self._arrays}
+    for i, clip in zip(rng, clips):
+      if (clip.gt is not None) != info.has_gt:
+        raise ValueError(f"write_chunk: clip {i} {'lacks' if info.has_gt else 'has'} ground truth; "
+                         f"the dataset has has_gt={info.has_gt}.")
+      if clip.num_frames > info.max_frames or clip.num_tracks > info.max_tracks:
+        raise ValueError(f"write_chunk: clip {i} has (t={clip.num_frames}, n={clip.num_tracks}); the dataset holds "
+                         f"at most (t={info.max_frames}, n={info.max_tracks}). Nothing is cut: raise the sizes.")
+      p = pad_tracks(clip, info.max_frames, info.max_tracks)
+      cols["xy_px"].append(p.xy_px)
+      cols["visible"].append(p.visible)
+      cols["intrinsics"].append(p.intrinsics)
+      cols["image_hw"].append(p.image_hw)
+      cols["num_frames"].append(clip.num_frames)
+      cols["num_tracks"].append(clip.num_tracks)
+      cols["query_frame"].append(p.query_frame)
+      cols["intrinsics_known"].append(p.intrinsics_known)
+      if info.has_gt:
+        cols["gt_w2c"].append(p.gt.w2c)
+        cols["gt_depth"].append(p.gt.depth)
+        cols["gt_xyz_world"].append(p.gt.xyz_world)
+        cols["gt_dynamic"].append(p.gt.dynamic)
+    cols["family"] = list(family) if family is not None else [-1] * len(clips)
+    cols["camera"] = list(camera) if camera is not None else [-1] * len(clips)
+    futures = []
+    for name, values in cols.items():
+      dtype = _ARRAYS.get(name, _GT_ARRAYS.get(name))[0]
+      futures.append(self._arrays[name][rng.start:rng.stop].write(np.asarray(np.stack(values), dtype=dtype)))
+    for f in futures:
+      f.result()
+
+  # Reading -----------------------------------------------------------------
+
+  def read(self, indices: Sequence[int], trim: bool = True) -> Tracks:
+    """Reads clips as one padded batch.
+
+    Args:
+      indices: clip indices (any order, repeats allowed), all < num_complete.
+      trim: pad only to the largest clip in the batch instead of (T, N).
+
+    Returns:
+      A batched `Tracks` (leading axis b = len(indices)) with frame and track masks.
+
+    Raises:
+      ValueError: for an index outside the complete clips.
+    """
+    idx = np.asarray(indices, dtype=np.int64)
+    done = self.num_complete
+    if idx.ndim != 1 or len(idx) == 0:
+      raise ValueError(f"read: expected a non-empty 1D list of clip indices; got shape {idx.shape}.")
+    if idx.min() < 0 or idx.max() >= done:
+      raise ValueError(f"read: clip indices must be in [0, {done}) (complete clips of {self.location}); "
+                       f"got range [{idx.min()}, {idx.max()}].")
+    futures = {name: arr[idx].read() for name, arr in self._arrays.items()}
+    a = {name: f.result() for name, f in futures.items()}
+    t = int(a["num_frames"].max()) if trim else self.info.max_frames
+    n = int(a["num_tracks"].max()) if trim else self.info.max_tracks
+    frames = np.arange(t)[None, :] < a["num_frames"][:, None]
+    tracks = np.arange(n)[None, :] < a["num_tracks"][:, None]
+    gt = None
+    if self.info.has_gt:
+      gt = GroundTruth(w2c=a["gt_w2c"][:, :t], depth=a["gt_depth"][:, :t, :n],
+                       xyz_world=a["gt_xyz_world"][:, :t, :n], dynamic=a["gt_dynamic"][:, :t, :n])
+    return Tracks(xy_px=a["xy_px"][:, :t, :n], visible=a["visible"][:, :t, :n], intrinsics=a["intrinsics"][:, :t],
+                  image_hw=a["image_hw"], frame_mask=frames, track_mask=tracks, query_frame=a["query_frame"][:, :n],
+                  intrinsics_known=a["intrinsics_known"], gt=gt)
+
+  def read_labels(self, name: str) -> np.ndarray:
+    """The per-clip `family` or `camera` indices of the complete clips."""
+    if name not in ("family", "camera"):
+      raise ValueError(f"read_labels: name must be 'family' or 'camera'; got {name!r}.")
+    return self._arrays[name][: self.num_complete].read().result()
+
+
+def _join(spec: Any, name: str) -> Any:
+  if isinstance(spec, str):
+    return spec + name + "/"
+  return {**spec, "path": spec["path"] + name + "/"}
+
+
+class BatchSampler:
+  """Random batches of clip indices, epoch by epoch, with a resumable state.
+
+  Every epoch is a fresh permutation of [0, num_clips) drawn from (seed, epoch);
+  batches never straddle epochs (the last partial batch of an epoch is dropped
+  from the random order, but every clip is drawn in some epoch with equal odds).
+
+  Example:
+    >>> sampler = BatchSampler(num_clips=1000, batch_size=8, seed=0)
+    >>> idx = sampler.next()            # 8 indices
+    >>> state = sampler.state()         # store with the checkpoint
+    >>> BatchSampler.from_state(1000, 8, state).next()  # continues identically
+  """
+
+  def __init__(self, num_clips: int, batch_size: int, seed: int, epoch: int = 0, cursor: int = 0):
+    if batch_size < 1 or num_clips < batch_size:
+      raise ValueError(f"BatchSampler: need 1 <= batch_size <= num_clips; got batch_size={batch_size}, "
+                       f"num_clips={num_clips}.")
+    self.num_clips, self.batch_size, self.seed = num_clips, batch_size, seed
+    self.epoch, self.cursor = epoch, cursor
+
+  def _perm(self) -> np.ndarray:
+    return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_clips)
+
+  def next(self) -> np.ndarray:
+    if self.cursor + self.batch_size > self.num_clips:
+      self.epoch, self.cursor = self.epoch + 1, 0
+    out = self._perm()[self.cursor:self.cursor + self.batch_size]
+    self.cursor += self.batch_size
+    return out
+
+  def state(self) -> dict:
+    return {"seed": self.seed, "epoch": self.epoch, "cursor": self.cursor}
+
+  @classmethod
+  def from_state(cls, num_clips: int, batch_size: int, state: dict) -> "BatchSampler":
+    return cls(num_clips, batch_size, int(state["seed"]), int(state["epoch"]), int(state["cursor"]))
