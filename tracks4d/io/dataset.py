@@ -91,6 +91,10 @@ class DatasetInfo:
         raise ValueError(f"DatasetInfo.{field}: expected a positive integer; got {value!r}.")
     if self.max_frames < 2:
       raise ValueError(f"DatasetInfo.max_frames: clips need at least 2 frames; got {self.max_frames}.")
+    # Normalise through JSON (tuples -> lists) so a stored info equals a fresh one.
+    object.__setattr__(self, "source", json.loads(json.dumps(self.source)))
+    object.__setattr__(self, "families", tuple(self.families))
+    object.__setattr__(self, "cameras", tuple(self.cameras))
 
   def to_json(self) -> str:
     return json.dumps(dataclasses.asdict(self), indent=1, sort_keys=True)
@@ -98,10 +102,7 @@ class DatasetInfo:
   @classmethod
   def from_json(cls, text: str, where: str) -> "DatasetInfo":
     try:
-      raw = json.loads(text)
-      raw["families"] = tuple(raw.get("families", ()))
-      raw["cameras"] = tuple(raw.get("cameras", ()))
-      return cls(**raw)
+      return cls(**json.loads(text))
     except (ValueError, TypeError) as e:
       raise ValueError(f"{where}: dataset.json is malformed: {e}") from e
 
