@@ -1,0 +1,124 @@
+"""The network: track-permutation equivariance, masking of padding, batching, attention."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tracks4d import model, synthetic
+from tracks4d.model.attention import dot_product_attention
+from tracks4d.tracks import batch_tracks, pad_tracks, select_tracks
+
+CFG = synthetic.SyntheticConfig(num_frames=(9, 12), grid_size=5, query_stride=4)
+
+
+def clip(i=0):
+  return synthetic.generate_clip(CFG, seed=0, index=i)
+
+
+def run(net, tracks):
+  return model.forward_jit(net, jax.tree.map(jnp.asarray, tracks))
+
+
+def as_batch(*clips, **kw):
+  return batch_tracks(list(clips), **kw)
+
+
+@pytest.fixture(scope="module")
+def net():
+  # Small chunks so the chunked attention path runs with several chunks.
+  return model.create_model("tiny", seed=1, chunk_size=8)
+
+
+def test_permuting_tracks_permutes_outputs(net):
+  c = clip(0)
+  perm = np.random.default_rng(0).permutation(c.num_tracks)
+  a = run(net, as_batch(c))
+  b = run(net, as_batch(select_tracks(c, perm)))
+  np.testing.assert_allclose(b.c2w, a.c2w, atol=1e-5)
+  np.testing.assert_allclose(b.focal, a.focal, atol=1e-5)
+  np.testing.assert_allclose(b.raw.coeff, a.raw.coeff, atol=1e-5)
+  np.testing.assert_allclose(b.raw.bases, a.raw.bases[:, perm], atol=1e-5)
+  np.testing.assert_allclose(b.raw.gamma, a.raw.gamma[:, perm], atol=1e-5)
+  np.testing.assert_allclose(b.xyz_world, a.xyz_world[:, :, perm], atol=1e-4)
+
+
+def test_padding_tracks_and_frames_changes_nothing(net):
+  c = clip(1)
+  t, n = c.num_frames, c.num_tracks
+  a = run(net, as_batch(c))
+  padded = pad_tracks(c, t + 5, n + 13)
+  # Padded entries hold garbage: it must not leak into real outputs.
+  rng = np.random.default_rng(0)
+  xy = np.array(padded.xy_px)
+  xy[t:] = rng.normal(size=xy[t:].shape) * 500
+  xy[:, n:] = rng.normal(size=xy[:, n:].shape) * 500
+  vis = np.array(padded.visible)
+  vis[t:], vis[:, n:] = True, True
+  padded = padded.replace(xy_px=xy, visible=vis)
+  b = run(net, as_batch(padded))
+  np.testing.assert_allclose(b.c2w[:, :t], a.c2w, atol=1e-5)
+  np.testing.assert_allclose(b.raw.bases[:, :n], a.raw.bases, atol=1e-5)
+  np.testing.assert_allclose(b.xyz_world[:, :t, :n], a.xyz_world, atol=1e-4)
+
+
+def test_batch_with_padding_equals_clips_one_by_one(net):
+  clips = [clip(i) for i in range(3)]
+  batch = run(net, as_batch(*clips))
+  for i, c in enumerate(clips):
+    one = run(net, as_batch(c))
+    t, n = c.num_frames, c.num_tracks
+    np.testing.assert_allclose(batch.c2w[i, :t], one.c2w[0], atol=1e-5)
+    np.testing.assert_allclose(batch.xyz_world[i, :t, :n], one.xyz_world[0], atol=1e-4)
+
+
+def test_occluded_entries_do_not_influence_through_attention(net):
+  c = clip(2)
+  a = run(net, as_batch(c))
+  xy = np.array(c.xy_px)
+  xy[~c.visible] += 1000.0  # The tracker's guesses for occluded entries change.
+  b = run(net, as_batch(c.replace(xy_px=xy)))
+  np.testing.assert_allclose(b.c2w, a.c2w, atol=1e-5)
+  np.testing.assert_allclose(b.raw.bases, a.raw.bases, atol=1e-5)
+
+
+def test_any_clip_length_and_time_shift(net):
+  # Rotary time encoding: no fixed window; outputs exist for long clips.
+  long_cfg = synthetic.SyntheticConfig(num_frames=(120, 120), grid_size=3, query_stride=40)
+  c = synthetic.generate_clip(long_cfg, seed=0, index=0)
+  p = run(net, as_batch(c))
+  assert p.c2w.shape[1] == 120 and np.isfinite(np.asarray(p.xyz_world)).all()
+
+
+def test_chunked_attention_equals_full():
+  rng = np.random.default_rng(0)
+  q, k, v = (jnp.asarray(rng.normal(size=(3, 37, 2, 8)), jnp.float32) for _ in range(3))
+  mask = jnp.asarray(rng.uniform(size=(3, 37)) < 0.7)
+  mask = mask.at[2].set(False)  # A sequence with no valid key: zeros, not NaN.
+  full = dot_product_attention(q, k, v, mask, impl="full")
+  chunked = dot_product_attention(q, k, v, mask, impl="chunked", chunk_size=8)
+  np.testing.assert_allclose(chunked, full, atol=1e-6)
+  assert np.all(np.asarray(full[2]) == 0)
+  g = jax.grad(lambda q: dot_product_attention(q, k, v, mask, "chunked", 8).sum())(q)
+  g_full = jax.grad(lambda q: dot_product_attention(q, k, v, mask, "full").sum())(q)
+  np.testing.assert_allclose(g, g_full, atol=1e-5)
+
+
+def test_bfloat16_compute_runs_close_to_float32():
+  c = as_batch(clip(0))
+  a = run(model.create_model("tiny", seed=3), c)
+  b = run(model.create_model("tiny", seed=3, dtype="bfloat16"), c)
+  assert b.xyz_world.dtype == jnp.float32
+  np.testing.assert_allclose(b.xyz_world, a.xyz_world, rtol=0.05, atol=0.05)
+
+
+def test_variants_and_bad_config():
+  assert model.num_parameters(model.create_model("tiny")) < 100_000
+  with pytest.raises(ValueError, match="unknown 'huge'"):
+    model.model_config("huge")
+  with pytest.raises(ValueError, match="ModelConfig.attention"):
+    model.model_config("tiny", attention="magic")
+  with pytest.raises(ValueError, match="unknown settings"):
+    model.model_config("tiny", width=3)

@@ -1,0 +1,96 @@
+"""Model settings and the named variants.
+
+Variants (`model_config(name)`):
+  tiny   d 32, 1 block, 2 x 16 heads, MLP 64, K 4: for CPU tests (28 k parameters).
+  small  d 128, 3 blocks, 4 x 32 heads, MLP 512, one time-attention layer in the
+         camera head: the shipped model, trainable on CPU (1.41 M parameters,
+         5.6 MB in fp32).
+  peer   d 256, 3 blocks, 16 x 64 heads, MLP 2048, linear camera head: the size
+         of TracksTo4D (NeurIPS 2024; about 12.8 M there, 12.66 M here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax.numpy as jnp
+
+ATTENTION_IMPLS = ("chunked", "full", "cudnn")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Architecture of the tracks-to-4D network.
+
+  Attributes:
+    dim: token width d.
+    num_blocks: blocks; each is a time-attention layer then a track-attention layer.
+    num_heads: attention heads per layer.
+    head_dim: width of each head (num_heads * head_dim need not equal dim).
+    mlp_dim: hidden width of each layer's MLP.
+    num_bases: K, motion bases per track including the static one (the peer uses 12).
+    num_freqs: Fourier frequencies 2^j pi, j < num_freqs, per input channel.
+    head_layers: time-attention layers in the per-frame camera head.
+    focal_correction: predict a per-frame focal-length factor.
+    centre_prior: camera centre the heads start from (the peer's warm-up target).
+    attention: "chunked" (queries in chunks: memory linear in the number of
+      tracks; any backend), "full" (all scores at once) or "cudnn" (fused, GPU).
+    chunk_size: query chunk of the chunked attention.
+    dtype: compute dtype name ("float32" or "bfloat16"); parameters stay float32.
+  """
+
+  dim: int = 128
+  num_blocks: int = 3
+  num_heads: int = 4
+  head_dim: int = 32
+  mlp_dim: int = 512
+  num_bases: int = 12
+  num_freqs: int = 12
+  head_layers: int = 1
+  focal_correction: bool = True
+  centre_prior: tuple[float, float, float] = (0.0, 0.0, -15.0)
+  attention: str = "chunked"
+  chunk_size: int = 256
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    for field in ("dim", "num_blocks", "num_heads", "head_dim", "mlp_dim", "num_freqs", "chunk_size"):
+      if getattr(self, field) < 1:
+        raise ValueError(f"ModelConfig.{field}: expected a positive integer; got {getattr(self, field)}.")
+    if self.num_bases < 1:
+      raise ValueError(f"ModelConfig.num_bases: expected >= 1 (the static basis); got {self.num_bases}.")
+    if self.head_layers < 0:
+      raise ValueError(f"ModelConfig.head_layers: expected >= 0; got {self.head_layers}.")
+    if self.attention not in ATTENTION_IMPLS:
+      raise ValueError(f"ModelConfig.attention: expected one of {ATTENTION_IMPLS}; got {self.attention!r}.")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ValueError(f"ModelConfig.dtype: expected 'float32' or 'bfloat16'; got {self.dtype!r}.")
+    if self.head_dim % 2:
+      raise ValueError(f"ModelConfig.head_dim: must be even for rotary time encoding; got {self.head_dim}.")
+
+  @property
+  def compute_dtype(self):
+    return jnp.dtype(self.dtype)
+
+
+VARIANTS = {
+    "tiny": ModelConfig(dim=32, num_blocks=1, num_heads=2, head_dim=16, mlp_dim=64, num_bases=4, num_freqs=6),
+    "small": ModelConfig(dim=128, num_blocks=3, num_heads=4, head_dim=32, mlp_dim=512, num_bases=12),
+    # The peer's per-frame head is a temporal convolution; ours is a linear read-out
+    # of the (already time-attended) pooled features: 12.66 M parameters in all.
+    "peer": ModelConfig(dim=256, num_blocks=3, num_heads=16, head_dim=64, mlp_dim=2048, num_bases=12, head_layers=0),
+}
+
+
+def model_config(name: str, **overrides) -> ModelConfig:
+  """The named variant, with optional field overrides.
+
+  Raises:
+    ValueError: for an unknown variant or field.
+  """
+  if name not in VARIANTS:
+    raise ValueError(f"model variant: unknown {name!r}; expected one of {sorted(VARIANTS)}.")
+  unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
+  if unknown:
+    raise ValueError(f"model variant {name!r}: unknown settings {sorted(unknown)}.")
+  return dataclasses.replace(VARIANTS[name], **overrides)

@@ -1,0 +1,125 @@
+"""The tracks-to-4D network (flax NNX): 2D tracks in, cameras and low-rank 3D motion out.
+
+Per (frame, track) token: Fourier features of (x, y, visible) in normalised
+camera coordinates -> LayerNorm -> Linear -> LayerNorm. Blocks alternate a
+transformer layer over time (per track, rotary frame positions) with one over
+tracks (per frame, no positional encoding: the network is equivariant to track
+permutations). Occluded and padded tokens are masked as attention keys and in
+every pooling.
+
+Heads (REFERENCE.md section 1, without the peer's circular time convolution):
+  per frame: masked mean over tracks -> time-attention layer(s) -> camera centre
+    c_t (3), focal factor (1), K-1 basis coefficients (the first fixed to 1),
+    6D rotation (6); initialised at the camera prior (identity, centre_prior).
+  per track: masked mean over time -> basis B_j (3 x K) and movement level
+    gamma_j = ELU(.) + 1 + 1e-5.
+
+Shapes: b batch, t frames, n tracks, d width, k bases.
+"""
+
+from __future__ import annotations
+
+import einops
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tracks4d.model.attention import TransformerLayer
+from tracks4d.model.config import ModelConfig
+from tracks4d.model.outputs import RawOutputs
+
+_IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def fourier_features(x, num_freqs: int):
+  """x (..., c) -> (..., c * (1 + 2 num_freqs) + 1): raw values, sin/cos of
+  2^j pi x for j < num_freqs, and a constant 1."""
+  freqs = (2.0 ** jnp.arange(num_freqs)) * jnp.pi
+  ang = x[..., None] * freqs
+  feats = jnp.concatenate([x[..., None], jnp.sin(ang), jnp.cos(ang)], axis=-1)
+  feats = einops.rearrange(feats, "... c f -> ... (c f)")
+  return jnp.concatenate([feats, jnp.ones_like(x[..., :1])], axis=-1)
+
+
+def masked_mean(x, mask, axis: int):
+  """Mean of x (…, d) over `axis` where mask (…) is True; zero where none is."""
+  m = mask[..., None].astype(x.dtype)
+  return (x * m).sum(axis) / jnp.maximum(m.sum(axis), 1.0)
+
+
+class Tracks4DNet(nnx.Module):
+  """Maps normalised 2D tracks to raw per-frame and per-track predictions.
+
+  Example:
+    >>> net = Tracks4DNet(model_config("tiny"), rngs=nnx.Rngs(0))
+    >>> raw = net(xy_norm, visible, frame_mask, track_mask)   # RawOutputs
+  """
+
+  def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+    self.cfg = cfg
+    dt = cfg.compute_dtype
+    in_dim = 3 * (1 + 2 * cfg.num_freqs) + 1
+    self.embed_norm_in = nnx.LayerNorm(in_dim, rngs=rngs)
+    self.embed = nnx.Linear(in_dim, cfg.dim, dtype=dt, rngs=rngs)
+    self.embed_norm_out = nnx.LayerNorm(cfg.dim, dtype=dt, rngs=rngs)
+
+    def layer():
+      return TransformerLayer(cfg.dim, cfg.num_heads, cfg.head_dim, cfg.mlp_dim, impl=cfg.attention,
+                              chunk_size=cfg.chunk_size, dtype=dt, rngs=rngs)
+
+    self.time_layers = nnx.List([layer() for _ in range(cfg.num_blocks)])
+    self.track_layers = nnx.List([layer() for _ in range(cfg.num_blocks)])
+    self.frame_layers = nnx.List([layer() for _ in range(cfg.head_layers)])
+    self.frame_norm = nnx.LayerNorm(cfg.dim, rngs=rngs)
+    k = cfg.num_bases
+    zeros = nnx.initializers.zeros
+    self.frame_head = nnx.Linear(cfg.dim, 3 + 1 + (k - 1) + 6, kernel_init=zeros, rngs=rngs)
+    self.track_norm = nnx.LayerNorm(cfg.dim, rngs=rngs)
+    self.track_head = nnx.Linear(cfg.dim, 3 * k + 1, rngs=rngs)
+
+  def __call__(self, xy_norm, visible, frame_mask, track_mask) -> RawOutputs:
+    """Runs the network.
+
+    Args:
+      xy_norm: (b, t, n, 2) normalised camera coordinates.
+      visible: (b, t, n) bool tracker visibility.
+      frame_mask: (b, t) bool, False on padded frames.
+      track_mask: (b, n) bool, False on padded tracks.
+
+    Returns:
+      RawOutputs with per-frame (b, t, ...) and per-track (b, n, ...) fields.
+    """
+    cfg = self.cfg
+    b, t, n, _ = xy_norm.shape
+    valid = visible & frame_mask[:, :, None] & track_mask[:, None, :]
+    real = frame_mask[:, :, None] & track_mask[:, None, :]
+    inp = jnp.concatenate([xy_norm * real[..., None], valid[..., None].astype(xy_norm.dtype)], axis=-1)
+    x = self.embed_norm_out(self.embed(self.embed_norm_in(fourier_features(inp, cfg.num_freqs))))
+    x = x.astype(cfg.compute_dtype)
+    frame_pos = jnp.broadcast_to(jnp.arange(t), (b * n, t))
+    time_mask = einops.rearrange(valid, "b t n -> (b n) t")
+    track_mask_bt = einops.rearrange(valid, "b t n -> (b t) n")
+    for time_layer, track_layer in zip(self.time_layers, self.track_layers):
+      x = einops.rearrange(x, "b t n d -> (b n) t d")
+      x = time_layer(x, time_mask, frame_pos)
+      x = einops.rearrange(x, "(b n) t d -> (b t) n d", b=b)
+      x = track_layer(x, track_mask_bt)
+      x = einops.rearrange(x, "(b t) n d -> b t n d", b=b)
+    x = x.astype(jnp.float32)
+
+    # Per-frame head.
+    f = masked_mean(x, valid, axis=2)  # (b, t, d)
+    for layer in self.frame_layers:
+      f = layer(f, frame_mask, jnp.broadcast_to(jnp.arange(t), (b, t)))
+    f = self.frame_head(self.frame_norm(f))
+    k = cfg.num_bases
+    centre = f[..., :3] + jnp.asarray(cfg.centre_prior, jnp.float32)
+    log_focal = f[..., 3] if cfg.focal_correction else jnp.zeros_like(f[..., 3])
+    coeff = jnp.concatenate([jnp.ones_like(f[..., :1]), f[..., 4:4 + k - 1]], axis=-1)
+    rot6d = f[..., 4 + k - 1:] + jnp.asarray(_IDENTITY_6D, jnp.float32)
+
+    # Per-track head.
+    g = self.track_head(self.track_norm(masked_mean(x, valid, axis=1)))  # (b, n, 3k + 1)
+    bases = einops.rearrange(g[..., :3 * k], "b n (xyz k) -> b n xyz k", xyz=3)
+    gamma = jax.nn.elu(g[..., -1]) + 1.0 + 1e-5
+    return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma)
