@@ -9,6 +9,7 @@ kept.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 
 import jax
@@ -66,25 +67,13 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
   batch = clip if np.asarray(clip.xy_px).ndim == 4 else batch_tracks([clip])
   batch = jax.tree.map(jnp.asarray, batch)
   graphdef, params = nnx.split(net, nnx.Param)
-  tx = optax.adam(learning_rate)
-  prior = net.cfg.centre_prior
-
-  @jax.jit
-  def step_fn(params, opt_state, step):
-    def loss_fn(p):
-      pred = model_lib.forward(nnx.merge(graphdef, p), batch)
-      return losses_lib.unsupervised_losses(pred, batch, weights, warmup_on=step < warmup_steps,
-                                            centre_prior=prior).total
-
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
+  tx, step_fn = _step_function(graphdef, float(learning_rate), weights, int(warmup_steps), net.cfg.centre_prior)
 
   opt_state = tx.init(params)
   best, best_loss, best_step = params, np.inf, 0
   history = []
   for step in tqdm.trange(steps, disable=not progress, desc="finetune", leave=False):
-    new_params, opt_state, loss = step_fn(params, opt_state, step)
+    new_params, opt_state, loss = step_fn(params, opt_state, batch, step)
     loss = float(loss)  # Loss of `params`, before this update.
     history.append(loss)
     # Warm-up steps have a different objective: only compare after them.
@@ -94,3 +83,25 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
   out = nnx.merge(graphdef, best if steps else params)
   return FinetuneResult(net=out, losses=np.asarray(history), best_step=best_step,
                         seconds=time.perf_counter() - t0)
+
+
+@functools.lru_cache(maxsize=16)
+def _step_function(graphdef, learning_rate: float, weights: losses_lib.LossWeights, warmup_steps: int,
+                   centre_prior: tuple):
+  """(optimiser, jitted step) for one architecture and setting, built once so
+  clips of the same shape reuse one compilation."""
+  tx = optax.adam(learning_rate)
+
+  @jax.jit
+  def step_fn(params, opt_state, batch, step):
+    def loss_fn(p):
+      pred = model_lib.forward(nnx.merge(graphdef, p), batch)
+      return losses_lib.unsupervised_losses(pred, batch, weights, warmup_on=step < warmup_steps,
+                                            centre_prior=centre_prior).total
+
+    loss, grads = jax.value_and_grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  return tx, step_fn
+

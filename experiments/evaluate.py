@@ -1,0 +1,140 @@
+r"""Accuracy and time of a trained model against baselines, per scene family and on mocap.
+
+  python -m experiments.evaluate --model=tracks4d/pretrained/small --out=runs/eval_small
+
+Methods, all on the same held-out clips (seed 2,000,003: never used for training
+or validation), each clip cut to `--num_frames` frames and `--num_tracks` tracks:
+  identity+const  every camera at the identity, every depth 1 (trivial baseline)
+  untrained       the same architecture, freshly initialised
+  feed-forward    the model, one forward pass
+  optimisation    the same unsupervised losses optimised per clip from scratch
+                  (a fresh network, Adam, `--opt_steps` steps, best state kept), on
+                  the first `--opt_clips` clips of each group (slow on CPU)
+Groups: the five synthetic families and the CMU-mocap sequences (projected with
+a perspective camera that follows the file's rotating virtual camera; skipped
+with a message when ../shared/data/nrsfm is absent).
+
+Writes results.json and results.md to --out and prints the table.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from absl import app, flags
+import numpy as np
+
+from tracks4d import model as model_lib
+from tracks4d import synthetic
+from tracks4d.io import mocap_mat
+from tracks4d.training import checkpoint, data, evaluate, finetune
+
+_MODEL = flags.DEFINE_string("model", "tracks4d/pretrained/small", "Model folder or training workdir.")
+_OUT = flags.DEFINE_string("out", "runs/eval", "Output folder.")
+_CLIPS = flags.DEFINE_integer("clips_per_family", 16, "Synthetic clips per family.")
+_FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per clip.")
+_TRACKS = flags.DEFINE_integer("num_tracks", 128, "Tracks per clip.")
+_OPT_CLIPS = flags.DEFINE_integer("opt_clips", 2, "Clips per group for the optimisation-only baseline.")
+_OPT_STEPS = flags.DEFINE_integer("opt_steps", 300, "Steps of the optimisation-only baseline.")
+_OPT_LR = flags.DEFINE_float("opt_lr", 1e-3, "Learning rate of the optimisation-only baseline.")
+_SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
+
+METRICS = ("abs_rel", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel", "rpe_rot_deg")
+
+
+def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int) -> dict[str, list]:
+  """Held-out clips per group: each synthetic family, and mocap when available."""
+  gen = synthetic.SyntheticConfig(num_frames=(num_frames, num_frames))
+  sub = data.SubsampleConfig(min_frames=num_frames, max_frames=num_frames, num_tracks=num_tracks)
+  groups = {}
+  for fam in synthetic.FAMILIES:
+    if fam == "mocap" and not mocap_mat.list_sequences():
+      continue
+    groups[fam] = [data.subsample_clip(synthetic.generate_clip(gen, seed, i, family=fam),
+                                       np.random.default_rng([seed, i]), sub) for i in range(num_per_family)]
+  seqs = mocap_mat.list_sequences()
+  if seqs:
+    groups["nrsfm-mocap"] = [mocap_mat.mocap_to_tracks(mocap_mat.load_mocap(name), num_frames=num_frames)
+                             for name in seqs]
+  else:
+    print(f"mocap sequences not found in {mocap_mat.DEFAULT_NRSFM_DIR}: the nrsfm-mocap group is skipped.")
+  return groups
+
+
+def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, opt_lr: float) -> dict:
+  """Scores and seconds per clip of every method on every group."""
+  fresh = model_lib.create_model(net.cfg, seed=0)
+  pad = (max(c.num_frames for g in clips_by_group.values() for c in g),
+         max(c.num_tracks for g in clips_by_group.values() for c in g))
+
+  def feed_forward(m):
+    def predict(clips):
+      evaluate.predict_with_model(m, clips[:1], batch_size=1, pad_to=pad)  # Compile outside the timing.
+      t0 = time.perf_counter()
+      out = evaluate.predict_with_model(m, clips, batch_size=1, pad_to=pad)
+      predict.seconds = (time.perf_counter() - t0) / len(clips)
+      return out
+    return predict
+
+  def optimisation(clips):
+    out, secs = [], []
+    for c in clips:
+      res = finetune.finetune(fresh, c, steps=opt_steps, learning_rate=opt_lr, warmup_steps=opt_steps // 10)
+      out += evaluate.predict_with_model(res.net, [c], batch_size=1)
+      secs.append(res.seconds)
+    optimisation.seconds = float(np.mean(secs))
+    return out
+
+  def trivial(clips):
+    trivial.seconds = 0.0
+    return [evaluate.identity_constant_depth(c) for c in clips]
+
+  results = {}
+  for group, clips in clips_by_group.items():
+    results[group] = {}
+    for name, fn, subset in (("identity+const", trivial, clips), ("untrained", feed_forward(fresh), clips),
+                             ("feed-forward", feed_forward(net), clips),
+                             ("feed-forward (opt. subset)", feed_forward(net), clips[:opt_clips]),
+                             ("optimisation", optimisation, clips[:opt_clips])):
+      if name.startswith(("feed-forward (opt", "optimisation")) and opt_clips <= 0:
+        continue
+      scores = evaluate.evaluate(fn, subset)["all"]
+      results[group][name] = {**scores, "seconds_per_clip": getattr(fn, "seconds", float("nan")),
+                              "num_clips": len(subset)}
+      print(f"{group:>12} {name:>27}: abs_rel {scores['abs_rel']:.3f} ate_rel {scores['ate_rel']:.4f} "
+            f"({results[group][name]['seconds_per_clip']:.2f} s/clip)", flush=True)
+  return results
+
+
+def markdown(results: dict) -> str:
+  """A table: one row per (group, method)."""
+  head = "| group | method | clips | " + " | ".join(METRICS) + " | s/clip |"
+  rows = [head, "|" + "---|" * (len(METRICS) + 4)]
+  for group, methods in results.items():
+    for name, r in methods.items():
+      vals = " | ".join(f"{r[m]:.3f}" if m != "ate_rel" else f"{r[m]:.4f}" for m in METRICS)
+      rows.append(f"| {group} | {name} | {r['num_clips']} | {vals} | {r['seconds_per_clip']:.2f} |")
+  return "\n".join(rows)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  net = checkpoint.load_model(_MODEL.value)
+  groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value)
+  results = run_comparison(net, groups, _OPT_CLIPS.value, _OPT_STEPS.value, _OPT_LR.value)
+  out = Path(_OUT.value)
+  out.mkdir(parents=True, exist_ok=True)
+  settings = {k: getattr(flags.FLAGS, k) for k in ("model", "clips_per_family", "num_frames", "num_tracks",
+                                                   "opt_clips", "opt_steps", "opt_lr", "seed")}
+  (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1))
+  table = markdown(results)
+  (out / "results.md").write_text(table + "\n")
+  print(table)
+
+
+if __name__ == "__main__":
+  app.run(main)
