@@ -10,6 +10,8 @@ setuptools.setup(
         "novel-view video generation, in JAX."
     ),
     packages=setuptools.find_packages(include=["tracks4d*", "reconstruct*", "generate*", "experiments*"]),
+    package_data={"tracks4d": ["pretrained/*/*.json", "pretrained/*/*.md", "pretrained/*/params/*",
+                               "pretrained/*/params/*/*", "pretrained/*/params/*/*/*"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.4.35,<0.11",
@@ -27,9 +29,9 @@ setuptools.setup(
         "imageio-ffmpeg>=0.5,<0.9",
         "tqdm>=4.66,<5",
         "jaxtyping>=0.2.34,<0.4",
+        "tensorboardX>=2.6,<3",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"],
-        "tensorboard": ["tensorboardX>=2.6,<3"],
     },
 )

@@ -20,13 +20,6 @@ import numpy as np
 
 from tracks4d import model as model_lib
 
-_VARIANTS = flags.DEFINE_list("variants", ["small", "peer"], "Variants to time.")
-_FRAMES = flags.DEFINE_integer("frames", 50, "Frames t.")
-_TRACKS = flags.DEFINE_integer("tracks", 900, "Tracks n.")
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed forward passes.")
-_MEM_VARIANT = flags.DEFINE_string("memory_variant", "peer", "Variant for the memory sweep ('' to skip).")
-_MEM_TRACKS = flags.DEFINE_list("memory_tracks", ["900", "1800", "3600"], "N values of the memory sweep.")
-
 
 def random_inputs(t: int, n: int, seed: int = 0):
   rng = np.random.default_rng(seed)
@@ -84,4 +77,12 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when run as a script, so this module's functions can be
+  # imported beside other mains (absl flags are process-global).
+  _VARIANTS = flags.DEFINE_list("variants", ["small", "peer"], "Variants to time.")
+  _FRAMES = flags.DEFINE_integer("frames", 50, "Frames t.")
+  _TRACKS = flags.DEFINE_integer("tracks", 900, "Tracks n.")
+  _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed forward passes.")
+  _MEM_VARIANT = flags.DEFINE_string("memory_variant", "peer", "Variant for the memory sweep ('' to skip).")
+  _MEM_TRACKS = flags.DEFINE_list("memory_tracks", ["900", "1800", "3600"], "N values of the memory sweep.")
   app.run(main)

@@ -15,9 +15,6 @@ from absl import app, flags
 
 from tracks4d import synthetic
 
-_NUM = flags.DEFINE_integer("num_clips", 300, "Clips to generate per measurement.")
-_WORKERS = flags.DEFINE_integer("workers", 2, "Worker processes for the pooled measurement (0: skip).")
-
 
 def _one(i: int):
   clip = synthetic.generate_clip(synthetic.SyntheticConfig(), seed=123, index=i)
@@ -50,4 +47,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when run as a script, so this module's functions can be
+  # imported beside other mains (absl flags are process-global).
+  _NUM = flags.DEFINE_integer("num_clips", 300, "Clips to generate per measurement.")
+  _WORKERS = flags.DEFINE_integer("workers", 2, "Worker processes for the pooled measurement (0: skip).")
   app.run(main)

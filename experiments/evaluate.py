@@ -32,15 +32,6 @@ from tracks4d import synthetic
 from tracks4d.io import mocap_mat
 from tracks4d.training import checkpoint, data, evaluate, finetune
 
-_MODEL = flags.DEFINE_string("model", "tracks4d/pretrained/small", "Model folder or training workdir.")
-_OUT = flags.DEFINE_string("out", "runs/eval", "Output folder.")
-_CLIPS = flags.DEFINE_integer("clips_per_family", 16, "Synthetic clips per family.")
-_FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per clip.")
-_TRACKS = flags.DEFINE_integer("num_tracks", 128, "Tracks per clip.")
-_OPT_CLIPS = flags.DEFINE_integer("opt_clips", 2, "Clips per group for the optimisation-only baseline.")
-_OPT_STEPS = flags.DEFINE_integer("opt_steps", 300, "Steps of the optimisation-only baseline.")
-_OPT_LR = flags.DEFINE_float("opt_lr", 1e-3, "Learning rate of the optimisation-only baseline.")
-_SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
 
 METRICS = ("abs_rel", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel", "rpe_rot_deg")
 
@@ -137,4 +128,15 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when run as a script, so this module's functions can be
+  # imported beside other mains (absl flags are process-global).
+  _MODEL = flags.DEFINE_string("model", "tracks4d/pretrained/small", "Model folder or training workdir.")
+  _OUT = flags.DEFINE_string("out", "runs/eval", "Output folder.")
+  _CLIPS = flags.DEFINE_integer("clips_per_family", 16, "Synthetic clips per family.")
+  _FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per clip.")
+  _TRACKS = flags.DEFINE_integer("num_tracks", 128, "Tracks per clip.")
+  _OPT_CLIPS = flags.DEFINE_integer("opt_clips", 2, "Clips per group for the optimisation-only baseline.")
+  _OPT_STEPS = flags.DEFINE_integer("opt_steps", 300, "Steps of the optimisation-only baseline.")
+  _OPT_LR = flags.DEFINE_float("opt_lr", 1e-3, "Learning rate of the optimisation-only baseline.")
+  _SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
   app.run(main)

@@ -23,9 +23,6 @@ import tqdm
 from tracks4d import synthetic
 from tracks4d.io.dataset import DatasetInfo, TrackDataset
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Dataset config file (…/synthetic_data.py:variant).")
-_OUT = flags.DEFINE_string("out", None, "Output folder or kvstore URL.")
-
 
 def _make(args):
   cfg, seed, index = args
@@ -92,5 +89,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when run as a script, so this module's functions can be
+  # imported beside other mains (absl flags are process-global).
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Dataset config file (…/synthetic_data.py:variant).")
+  _OUT = flags.DEFINE_string("out", None, "Output folder or kvstore URL.")
   flags.mark_flags_as_required(["config", "out"])
   app.run(main)

@@ -31,9 +31,6 @@ import numpy as np
 
 from generate import cameras, dataset, multiview_data, paired_tracks, preview, warp
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (.../render_views.py:variant).")
-_OUT = flags.DEFINE_string("out", None, "Output folder (views) or folder / kvstore URL (dataset).")
-
 
 @dataclasses.dataclass(frozen=True)
 class ViewResult:
@@ -182,5 +179,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when run as a script, so this module's functions can be
+  # imported beside other mains (absl flags are process-global).
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (.../render_views.py:variant).")
+  _OUT = flags.DEFINE_string("out", None, "Output folder (views) or folder / kvstore URL (dataset).")
   flags.mark_flags_as_required(["config", "out"])
   app.run(main)

@@ -17,12 +17,6 @@ from ml_collections import config_flags
 
 from tracks4d.training import loop
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (…/tracks4d.py:variant).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and the exported model go here.")
-_COORDINATOR = flags.DEFINE_string("coordinator", None, "jax.distributed coordinator HOST:PORT (multi-host).")
-_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in a multi-host run.")
-_PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index in a multi-host run.")
-
 
 def main(argv):
   if len(argv) > 1:
@@ -39,5 +33,12 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Flags exist only when run as a script, so this module's functions can be
+  # imported beside other mains (absl flags are process-global).
+  _CONFIG = config_flags.DEFINE_config_file("config", None, "Training config (…/tracks4d.py:variant).")
+  _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, logs and the exported model go here.")
+  _COORDINATOR = flags.DEFINE_string("coordinator", None, "jax.distributed coordinator HOST:PORT (multi-host).")
+  _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 1, "Processes in a multi-host run.")
+  _PROCESS_ID = flags.DEFINE_integer("process_id", 0, "This process's index in a multi-host run.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)

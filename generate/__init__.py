@@ -19,26 +19,10 @@ Modules (one job each):
   dataset          tensorstore zarr dataset of `SceneViews`, resumable, kill-safe
   preview          camera-path PNGs, side-by-side panels, mp4 writing
 
-Paired-track layout (`PairedTracks`, one clip; a batch adds a leading b, a set of
-targets a leading k). Track j of the source is track j of the target (one-to-one):
-
-  xyz_world          (t, n, 3) float32  3D track positions, world frame
-  source_xy_px       (t, n, 2) float32  source-view pixel positions (x, y)
-  source_depth       (t, n)    float32  source camera-frame depth z (<= 0: behind)
-  source_visible     (t, n)    bool     visible in the source view
-  target_xy_px       (t, n, 2) float32  target-view pixel positions (x, y)
-  target_depth       (t, n)    float32  target camera-frame depth z (<= 0: behind)
-  target_visible     (t, n)    bool     visible in the target view
-  source_w2c         (t, 4, 4) float32  source world-to-camera poses
-  target_w2c         (t, 4, 4) float32  target world-to-camera poses
-  source_intrinsics  (t, 3, 3) float32  source K (pixels)
-  target_intrinsics  (t, 3, 3) float32  target K (pixels)
-  source_hw          (2,)      int32    source image (height, width)
-  target_hw          (2,)      int32    target image (height, width)
-
-Conventions are `tracks4d.geometry`'s (OpenCV camera; pixel centres at integers).
-Positions are finite everywhere; use the `*_visible` masks. Details in
-`generate.paired_tracks`; the multi-view dataset layout in `generate.dataset`.
+The paired-track array layout (`PairedTracks`: track j of the source is track j of
+the target) is documented in `generate.paired_tracks` and WORKSPACE.md; the
+multi-view dataset layout in `generate.dataset`. Conventions are
+`tracks4d.geometry`'s (OpenCV camera; pixel centres at integers).
 
 Example:
   >>> from generate import cameras, paired_tracks, warp

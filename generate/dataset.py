@@ -1,7 +1,8 @@
 """A dataset of multi-view scenes (`SceneViews`) in tensorstore zarr arrays.
 
-Follows `tracks4d.io.dataset`'s pattern: local folders or any kvstore URL,
-chunk-by-chunk writes, a progress.json commit marker, kill-safe and resumable.
+Stored like `tracks4d.io.dataset`, by `tracks4d.io.zarr_store`: local folders
+or any kvstore URL, chunk-by-chunk writes, a progress.json commit marker,
+kill-safe and resumable.
 Layout under the root (c scenes, k targets, t frames, n tracks, h w image):
 
   dataset.json                 MultiViewInfo as JSON (sizes, label names, source)
@@ -40,14 +41,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 import tensorstore as ts
 
 from generate.cameras import TARGET_KINDS
 from generate.multiview_data import MultiViewConfig, SceneViews, make_scene_views
-from tracks4d.io.dataset import kvstore_spec
+from tracks4d.io.zarr_store import ChunkedZarrStore, Layout
 from tracks4d.synthetic.cameras import CAMERA_PATHS
 
 FORMAT_VERSION = 1
@@ -78,7 +79,6 @@ _ARRAYS = {
     "camera": ("labels/camera", "int32", lambda k, t, n, h, w: ()),
     "look_at_depth": ("labels/look_at_depth", "float32", lambda k, t, n, h, w: ()),
 }
-_ZARR_DTYPE = {"float32": "<f4", "float16": "<f2", "int32": "<i4", "bool": "|b1", "uint8": "|u1"}
 _RGB = ("source_rgb", "target_rgb")
 
 
@@ -139,14 +139,11 @@ class MultiViewInfo:
     return (self.num_scenes,) + _ARRAYS[field][2](self.num_targets, self.num_frames, self.num_tracks, h, w)
 
 
-def _join(spec: Any, name: str) -> Any:
-  if isinstance(spec, str):
-    return spec + name + "/"
-  return {**spec, "path": spec["path"] + name + "/"}
-
-
-class MultiViewDataset:
+class MultiViewDataset(ChunkedZarrStore):
   """Reads and writes multi-view scenes; see the module docstring for the layout.
+
+  `create`, `open` and the progress (`complete_chunks`, `num_complete`, `commit`,
+  `chunk_range`) come from `ChunkedZarrStore`; here scenes are its items.
 
   Example:
     >>> info = MultiViewInfo(num_scenes=64, num_frames=16, image_hw=(64, 64), num_targets=2, num_tracks=300)
@@ -155,99 +152,19 @@ class MultiViewDataset:
     >>> batch = MultiViewDataset.open("data/mv").read([5, 2])   # SceneViews with a leading b
   """
 
-  def __init__(self, location: str, info: MultiViewInfo, arrays: dict, kvstore: ts.KvStore):
-    self.location = location
-    self.info = info
-    self._arrays = arrays
-    self._kv = kvstore
+  _what = "multi-view dataset"
+  _item = "scene"
+  _info_type = MultiViewInfo
 
-  @classmethod
-  def create(cls, location: str, info: MultiViewInfo, context: ts.Context | None = None) -> "MultiViewDataset":
-    """Creates a dataset, or reopens an unfinished one with the same info to resume.
+  @staticmethod
+  def _layout(info: MultiViewInfo) -> Layout:
+    return Layout({field: (path, dtype, info.shape(field)) for field, (path, dtype, _) in _ARRAYS.items()},
+                  info.num_scenes, info.chunk_scenes)
 
-    Raises:
-      ValueError: if `location` holds a dataset with different info (never overwritten).
-    """
-    context = context or ts.Context()
-    kv = ts.KvStore.open(kvstore_spec(location), context=context).result()
-    existing = kv.read("dataset.json").result()
-    if existing.state == "value":
-      old = MultiViewInfo.from_json(existing.value.decode(), str(location))
-      if old != info:
-        raise ValueError(f"{location}: holds a different dataset (dataset.json differs from the requested one); "
-                         f"use another location or remove it.\n  existing: {old}\n  requested: {info}")
-      return cls.open(location, context=context)
-    arrays = {}
-    for field, (path, dtype, _) in _ARRAYS.items():
-      shape = info.shape(field)
-      arrays[field] = ts.open({
-          "driver": "zarr",
-          "kvstore": _join(kvstore_spec(location), path),
-          "metadata": {"shape": list(shape), "chunks": [info.chunk_scenes] + list(shape[1:]),
-                       "dtype": _ZARR_DTYPE[dtype],
-                       "compressor": {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1}},
-      }, create=True, delete_existing=True, context=context).result()
-    kv.write("progress.json", json.dumps({"complete_chunks": 0}).encode()).result()
-    kv.write("dataset.json", info.to_json().encode()).result()  # Last: marks a fully created layout.
-    return cls(str(location), info, arrays, kv)
-
-  @classmethod
-  def open(cls, location: str, context: ts.Context | None = None) -> "MultiViewDataset":
-    """Opens an existing dataset and checks its arrays against its info.
-
-    Raises:
-      ValueError: naming the location and the array when dataset.json is missing
-        or malformed, or an array is missing or has the wrong shape or dtype.
-    """
-    context = context or ts.Context()
-    kv = ts.KvStore.open(kvstore_spec(location), context=context).result()
-    meta = kv.read("dataset.json").result()
-    if meta.state != "value":
-      raise ValueError(f"{location}: not a multi-view dataset (no dataset.json).")
-    info = MultiViewInfo.from_json(meta.value.decode(), str(location))
+  @staticmethod
+  def _check(info: MultiViewInfo, location: str) -> None:
     if info.format_version != FORMAT_VERSION:
       raise ValueError(f"{location}: format_version {info.format_version}; this code reads {FORMAT_VERSION}.")
-    arrays = {}
-    for field, (path, dtype, _) in _ARRAYS.items():
-      try:
-        arr = ts.open({"driver": "zarr", "kvstore": _join(kvstore_spec(location), path)}, context=context).result()
-      except ValueError as e:
-        raise ValueError(f"{location}: array {path!r} is missing or unreadable ({e}).") from e
-      if tuple(arr.shape) != info.shape(field):
-        raise ValueError(f"{location}: array {path!r} has shape {tuple(arr.shape)}; dataset.json implies "
-                         f"{info.shape(field)}.")
-      if arr.dtype.numpy_dtype != np.dtype(dtype):
-        raise ValueError(f"{location}: array {path!r} has dtype {arr.dtype.numpy_dtype}; expected {dtype}.")
-      arrays[field] = arr
-    return cls(str(location), info, arrays, kv)
-
-  # Progress ------------------------------------------------------------------
-
-  @property
-  def complete_chunks(self) -> int:
-    raw = self._kv.read("progress.json").result()
-    if raw.state != "value":
-      raise ValueError(f"{self.location}: progress.json is missing.")
-    try:
-      j = int(json.loads(raw.value.decode())["complete_chunks"])
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"{self.location}: progress.json is malformed: {e}") from e
-    if not 0 <= j <= self.info.num_chunks:
-      raise ValueError(f"{self.location}: progress.json says {j} chunks; the dataset has {self.info.num_chunks}.")
-    return j
-
-  @property
-  def num_complete(self) -> int:
-    """Number of scenes fully written (readable)."""
-    return min(self.complete_chunks * self.info.chunk_scenes, self.info.num_scenes)
-
-  def commit(self, complete_chunks: int) -> None:
-    """Records that chunks [0, complete_chunks) are fully written."""
-    self._kv.write("progress.json", json.dumps({"complete_chunks": int(complete_chunks)}).encode()).result()
-
-  def chunk_range(self, chunk: int) -> range:
-    start = chunk * self.info.chunk_scenes
-    return range(start, min(start + self.info.chunk_scenes, self.info.num_scenes))
 
   # Writing -------------------------------------------------------------------
 
@@ -281,17 +198,8 @@ class MultiViewDataset:
     Raises:
       ValueError: for an index outside the complete scenes.
     """
-    idx = np.asarray(indices, dtype=np.int64)
-    done = self.num_complete
-    if idx.ndim != 1 or len(idx) == 0:
-      raise ValueError(f"read: expected a non-empty 1D list of scene indices; got shape {idx.shape}.")
-    if idx.min() < 0 or idx.max() >= done:
-      raise ValueError(f"read: scene indices must be in [0, {done}) (complete scenes of {self.location}); "
-                       f"got range [{idx.min()}, {idx.max()}].")
-    futures = {field: arr[idx].read() for field, arr in self._arrays.items()}
     out = {}
-    for field, f in futures.items():
-      value = f.result()
+    for field, value in self._read_items(indices).items():
       if field in _RGB:
         value = value.astype(np.float32) / 255.0
       elif value.dtype == np.float16:

@@ -20,18 +20,19 @@ Writes go chunk by chunk (one zarr chunk = `chunk_clips` clips along c); after a
 chunk's arrays are all written, progress.json is rewritten (atomically by the
 kvstore). A writer killed at any moment leaves every chunk below the recorded
 progress complete; resuming rewrites from there. Readers only see complete clips.
+The storage itself (opening, checking, progress) is `tracks4d.io.zarr_store`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
-import tensorstore as ts
 
+from tracks4d.io.zarr_store import ChunkedZarrStore, Layout
+from tracks4d.io.zarr_store import kvstore_spec  # Re-exported: it was defined here first.
 from tracks4d.tracks import GroundTruth, Tracks, pad_tracks
 
 FORMAT_VERSION = 1
@@ -55,7 +56,6 @@ _GT_ARRAYS = {
     "gt_xyz_world": ("float32", lambda T, N: (T, N, 3)),
     "gt_dynamic": ("bool", lambda T, N: (T, N)),
 }
-_ZARR_DTYPE = {"float32": "<f4", "int32": "<i4", "bool": "|b1"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,16 +111,11 @@ class DatasetInfo:
     return -(-self.num_clips // self.chunk_clips)
 
 
-def kvstore_spec(location: str) -> Any:
-  """A kvstore spec for a local path or a URL (`gs://`, `s3://`, `memory://`, ...)."""
-  location = str(location)
-  if "://" in location:
-    return location if location.endswith("/") else location + "/"
-  return {"driver": "file", "path": os.path.abspath(location) + "/"}
-
-
-class TrackDataset:
+class TrackDataset(ChunkedZarrStore):
   """Reads and writes a clip dataset; see the module docstring for the layout.
+
+  `create`, `open` and the progress (`complete_chunks`, `num_complete`, `commit`,
+  `chunk_range`) come from `ChunkedZarrStore`; here clips are its items.
 
   Example:
     >>> ds = TrackDataset.create("data/val", DatasetInfo(num_clips=64, max_frames=50, max_tracks=900))
@@ -128,110 +123,22 @@ class TrackDataset:
     >>> batch = TrackDataset.open("data/val").read([3, 1, 4])   # a padded Tracks batch
   """
 
-  def __init__(self, location: str, info: DatasetInfo, arrays: dict[str, ts.TensorStore], kvstore: ts.KvStore):
-    self.location = location
-    self.info = info
-    self._arrays = arrays
-    self._kv = kvstore
-
-  # Opening -----------------------------------------------------------------
-
-  @classmethod
-  def create(cls, location: str, info: DatasetInfo, context: ts.Context | None = None) -> "TrackDataset":
-    """Creates a dataset, or reopens an unfinished one with the same info to resume.
-
-    Raises:
-      ValueError: if `location` holds a dataset with different info (it is never
-        overwritten).
-    """
-    context = context or ts.Context()
-    kv = ts.KvStore.open(kvstore_spec(location), context=context).result()
-    existing = kv.read("dataset.json").result()
-    if existing.state == "value":
-      old = DatasetInfo.from_json(existing.value.decode(), str(location))
-      if old != info:
-        raise ValueError(
-            f"{location}: holds a different dataset (dataset.json differs from the requested one); "
-            f"use another location or remove it.\n  existing: {old}\n  requested: {info}")
-      return cls.open(location, context=context)
-    arrays = {}
-    for name, (dtype, trailing) in cls._specs(info).items():
-      shape = (info.num_clips,) + trailing(info.max_frames, info.max_tracks)
-      arrays[name] = ts.open({
-          "driver": "zarr",
-          "kvstore": _join(kvstore_spec(location), name),
-          "metadata": {"shape": list(shape), "chunks": [info.chunk_clips] + list(shape[1:]),
-                       "dtype": _ZARR_DTYPE[dtype],
-                       "compressor": {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1}},
-      }, create=True, delete_existing=True, context=context).result()
-    kv.write("progress.json", json.dumps({"complete_chunks": 0}).encode()).result()
-    # dataset.json last: its presence marks a fully created layout.
-    kv.write("dataset.json", info.to_json().encode()).result()
-    return cls(str(location), info, arrays, kv)
-
-  @classmethod
-  def open(cls, location: str, context: ts.Context | None = None) -> "TrackDataset":
-    """Opens an existing dataset and checks that its arrays agree with its info.
-
-    Raises:
-      ValueError: naming the location and the array when dataset.json is missing
-        or malformed, an array is missing, or its shape or dtype disagrees.
-    """
-    context = context or ts.Context()
-    kv = ts.KvStore.open(kvstore_spec(location), context=context).result()
-    meta = kv.read("dataset.json").result()
-    if meta.state != "value":
-      raise ValueError(f"{location}: not a tracks4d dataset (no dataset.json).")
-    info = DatasetInfo.from_json(meta.value.decode(), str(location))
-    if info.format_version != FORMAT_VERSION:
-      raise ValueError(f"{location}: dataset format_version {info.format_version}; this code reads {FORMAT_VERSION}.")
-    arrays = {}
-    for name, (dtype, trailing) in cls._specs(info).items():
-      expected = (info.num_clips,) + trailing(info.max_frames, info.max_tracks)
-      try:
-        arr = ts.open({"driver": "zarr", "kvstore": _join(kvstore_spec(location), name)}, context=context).result()
-      except ValueError as e:
-        raise ValueError(f"{location}: array {name!r} is missing or unreadable ({e}).") from e
-      if tuple(arr.shape) != expected:
-        raise ValueError(f"{location}: array {name!r} has shape {tuple(arr.shape)}; dataset.json implies {expected}.")
-      if arr.dtype.numpy_dtype != np.dtype(dtype):
-        raise ValueError(f"{location}: array {name!r} has dtype {arr.dtype.numpy_dtype}; expected {dtype}.")
-      arrays[name] = arr
-    return cls(str(location), info, arrays, kv)
+  _what = "tracks4d dataset"
+  _item = "clip"
+  _info_type = DatasetInfo
 
   @staticmethod
-  def _specs(info: DatasetInfo) -> dict:
-    return {**_ARRAYS, **(_GT_ARRAYS if info.has_gt else {})}
+  def _layout(info: DatasetInfo) -> Layout:
+    arrays = {**_ARRAYS, **(_GT_ARRAYS if info.has_gt else {})}
+    return Layout({name: (name, dtype, (info.num_clips,) + trailing(info.max_frames, info.max_tracks))
+                   for name, (dtype, trailing) in arrays.items()}, info.num_clips, info.chunk_clips)
 
-  # Progress ----------------------------------------------------------------
-
-  @property
-  def complete_chunks(self) -> int:
-    raw = self._kv.read("progress.json").result()
-    if raw.state != "value":
-      raise ValueError(f"{self.location}: progress.json is missing.")
-    try:
-      k = int(json.loads(raw.value.decode())["complete_chunks"])
-    except (ValueError, KeyError, TypeError) as e:
-      raise ValueError(f"{self.location}: progress.json is malformed: {e}") from e
-    if not 0 <= k <= self.info.num_chunks:
-      raise ValueError(f"{self.location}: progress.json says {k} chunks; the dataset has {self.info.num_chunks}.")
-    return k
-
-  @property
-  def num_complete(self) -> int:
-    """Number of clips fully written (readable)."""
-    return min(self.complete_chunks * self.info.chunk_clips, self.info.num_clips)
-
-  def commit(self, complete_chunks: int) -> None:
-    """Records that chunks [0, complete_chunks) are fully written."""
-    self._kv.write("progress.json", json.dumps({"complete_chunks": int(complete_chunks)}).encode()).result()
+  @staticmethod
+  def _check(info: DatasetInfo, location: str) -> None:
+    if info.format_version != FORMAT_VERSION:
+      raise ValueError(f"{location}: dataset format_version {info.format_version}; this code reads {FORMAT_VERSION}.")
 
   # Writing -----------------------------------------------------------------
-
-  def chunk_range(self, chunk: int) -> range:
-    start = chunk * self.info.chunk_clips
-    return range(start, min(start + self.info.chunk_clips, self.info.num_clips))
 
   def write_chunk(self, chunk: int, clips: Sequence[Tracks], family: Sequence[int] | None = None,
                   camera: Sequence[int] | None = None) -> None:
@@ -291,15 +198,7 @@ class TrackDataset:
     Raises:
       ValueError: for an index outside the complete clips.
     """
-    idx = np.asarray(indices, dtype=np.int64)
-    done = self.num_complete
-    if idx.ndim != 1 or len(idx) == 0:
-      raise ValueError(f"read: expected a non-empty 1D list of clip indices; got shape {idx.shape}.")
-    if idx.min() < 0 or idx.max() >= done:
-      raise ValueError(f"read: clip indices must be in [0, {done}) (complete clips of {self.location}); "
-                       f"got range [{idx.min()}, {idx.max()}].")
-    futures = {name: arr[idx].read() for name, arr in self._arrays.items()}
-    a = {name: f.result() for name, f in futures.items()}
+    a = self._read_items(indices)
     t = int(a["num_frames"].max()) if trim else self.info.max_frames
     n = int(a["num_tracks"].max()) if trim else self.info.max_tracks
     frames = np.arange(t)[None, :] < a["num_frames"][:, None]
@@ -317,12 +216,6 @@ class TrackDataset:
     if name not in ("family", "camera"):
       raise ValueError(f"read_labels: name must be 'family' or 'camera'; got {name!r}.")
     return self._arrays[name][: self.num_complete].read().result()
-
-
-def _join(spec: Any, name: str) -> Any:
-  if isinstance(spec, str):
-    return spec + name + "/"
-  return {**spec, "path": spec["path"] + name + "/"}
 
 
 class BatchSampler:

@@ -65,8 +65,6 @@ def parse_config(config) -> RunSettings:
   devices = jax.device_count()
   if config.batch_size % devices:
     raise ValueError(f"batch_size: {config.batch_size} does not split evenly over {devices} devices.")
-  if config.eval.batch_size % jax.local_device_count() and jax.process_count() == 1:
-    pass  # Evaluation runs on the first device only.
   loss = dict(config.loss)
   warmup_steps = int(loss.pop("warmup_steps"))
   return RunSettings(model=model_cfg, generator=gen, subsample=sub,
