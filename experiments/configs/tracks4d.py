@@ -6,11 +6,13 @@ Run:
 
 Variants (`:arg`):
   small  the shipped model: 0.26 M parameters, batch 8 clips x 16-32 frames x 64
-         tracks, synthetic clips generated on the fly by 1 worker process; about
-         1.1 s per step on a 2-core CPU.
-         The shipped checkpoint (tracks4d/pretrained/small) was trained with
-         --config.num_steps given in its model card; see that card for the time
-         and accuracy.
+         tracks, synthetic clips generated on the fly by 1 worker process.
+         Expected: 1,400 steps (11,200 clips) in about 51 min on a 2-core CPU
+         (1.3 s/step on an idle machine); final validation on 32 held-out clips:
+         depth AbsRel 0.424 (identity cameras + constant depth: 0.423), ATE /
+         median depth 0.030 (trivial: 0.063), RPE rotation 0.50 deg (trivial
+         0.54). The shipped checkpoint (tracks4d/pretrained/small) is this run;
+         see its MODEL_CARD.md.
   peer   the TracksTo4D-sized model (12.66 M parameters); for accelerators.
   tiny   for CPU tests: 28 k parameters, 6-frame clips, a few steps, seconds.
 
