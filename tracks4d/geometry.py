@@ -289,13 +289,10 @@ def normalized_to_pixels(xy_n: Array, K: Array) -> Array:
 
 
 def in_image(xy_px: Array, image_hw: Array) -> Array:
-  """Whether pixel positions (..., 2) fall inside an image of size (h, w)."""
-  xp = _xp(xy_px)
-  h, w = image_hw[..., 0], image_hw[..., 1]
+  """Whether pixel positions (..., 2) fall inside one image of size (h, w) (shape (2,))."""
+  h, w = image_hw[0], image_hw[1]
   x, y = xy_px[..., 0], xy_px[..., 1]
-  if xp is np or not hasattr(h, "ndim"):
-    return (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
-  return (x >= -0.5) & (x < w[..., None] - 0.5) & (y >= -0.5) & (y < h[..., None] - 0.5)
+  return (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
 
 
 # ---------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
 from absl import logging
+from flax import nnx
 
 from tracks4d import losses as losses_lib
 from tracks4d import model as model_lib
@@ -166,7 +167,7 @@ def train_and_evaluate(config, workdir: str, progress: bool = True) -> dict:
 
   def validate(step: int) -> dict:
     nonlocal best_score, last_val
-    params_net = nnx_merge(graphdef, jax.device_get(state.params))
+    params_net = nnx.merge(graphdef, jax.device_get(state.params))
     scores = evaluate.evaluate(lambda cs: evaluate.predict_with_model(params_net, cs, config.eval.batch_size, pad_to),
                                eval_clips, eval_fams)
     last_val = scores["all"]
@@ -210,10 +211,3 @@ def train_and_evaluate(config, workdir: str, progress: bool = True) -> dict:
   if not last_val:  # Resumed an already finished run.
     last_val = validate(int(jax.device_get(state.step)))["all"]
   return {"step": int(jax.device_get(state.step)), "val": last_val, "best": best_score}
-
-
-def nnx_merge(graphdef, params) -> model_lib.Tracks4DNet:
-  """A network from its graph definition and (host) parameters."""
-  from flax import nnx
-
-  return nnx.merge(graphdef, params)
