@@ -135,3 +135,15 @@ def test_kill_and_resume_gives_identical_dataset(tmp_path):
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   config = tiny_config(10)
   assert_same_clips(TrackDataset.open(str(out)), expected_clips(config))
+
+
+def test_training_batches_from_a_dataset(tmp_path):
+  from tracks4d.training import data
+
+  ds = make_dataset.make_dataset(tiny_config(6), str(tmp_path / "ds"), progress=False)
+  sub = data.SubsampleConfig(min_frames=4, max_frames=8, num_tracks=10)
+  source = data.DatasetSource(ds, sub, batch_size=2, seed=3)
+  a, b = source.batch(4), source.batch(4)
+  jax.tree.map(np.testing.assert_array_equal, a, b)  # A pure function of the step.
+  assert a.xy_px.shape == (2, 8, 10, 2)
+  np.testing.assert_array_equal(source.clip_ids(4), BatchSampler(6, 2, seed=3).indices_at(4))

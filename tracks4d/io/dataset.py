@@ -219,39 +219,40 @@ class TrackDataset(ChunkedZarrStore):
 
 
 class BatchSampler:
-  """Random batches of clip indices, epoch by epoch, with a resumable state.
+  """Random batches of clip indices, epoch by epoch, as a pure function of the step.
 
-  Every epoch is a fresh permutation of [0, num_clips) drawn from (seed, epoch);
-  batches never straddle epochs (the last partial batch of an epoch is dropped
-  from the random order, but every clip is drawn in some epoch with equal odds).
+  Epoch e is a permutation of [0, num_clips) drawn from (seed, e), cut into
+  num_clips // batch_size batches (a trailing partial batch is not used in that
+  epoch; every clip still has equal odds over epochs). Batch `step` is therefore
+  fixed by (seed, step), and the resumable state is just the step.
 
   Example:
     >>> sampler = BatchSampler(num_clips=1000, batch_size=8, seed=0)
-    >>> idx = sampler.next()            # 8 indices
+    >>> idx = sampler.next()            # 8 indices; same as sampler.indices_at(0)
     >>> state = sampler.state()         # store with the checkpoint
     >>> BatchSampler.from_state(1000, 8, state).next()  # continues identically
   """
 
-  def __init__(self, num_clips: int, batch_size: int, seed: int, epoch: int = 0, cursor: int = 0):
+  def __init__(self, num_clips: int, batch_size: int, seed: int, step: int = 0):
     if batch_size < 1 or num_clips < batch_size:
       raise ValueError(f"BatchSampler: need 1 <= batch_size <= num_clips; got batch_size={batch_size}, "
                        f"num_clips={num_clips}.")
-    self.num_clips, self.batch_size, self.seed = num_clips, batch_size, seed
-    self.epoch, self.cursor = epoch, cursor
+    self.num_clips, self.batch_size, self.seed, self.step = num_clips, batch_size, seed, step
 
-  def _perm(self) -> np.ndarray:
-    return np.random.default_rng([self.seed, self.epoch]).permutation(self.num_clips)
+  def indices_at(self, step: int) -> np.ndarray:
+    """The clip indices of batch `step`."""
+    epoch, j = divmod(step, self.num_clips // self.batch_size)
+    perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_clips)
+    return perm[j * self.batch_size:(j + 1) * self.batch_size]
 
   def next(self) -> np.ndarray:
-    if self.cursor + self.batch_size > self.num_clips:
-      self.epoch, self.cursor = self.epoch + 1, 0
-    out = self._perm()[self.cursor:self.cursor + self.batch_size]
-    self.cursor += self.batch_size
+    out = self.indices_at(self.step)
+    self.step += 1
     return out
 
   def state(self) -> dict:
-    return {"seed": self.seed, "epoch": self.epoch, "cursor": self.cursor}
+    return {"seed": self.seed, "step": self.step}
 
   @classmethod
   def from_state(cls, num_clips: int, batch_size: int, state: dict) -> "BatchSampler":
-    return cls(num_clips, batch_size, int(state["seed"]), int(state["epoch"]), int(state["cursor"]))
+    return cls(num_clips, batch_size, int(state["seed"]), int(state["step"]))

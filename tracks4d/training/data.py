@@ -17,7 +17,7 @@ from typing import Iterator
 import numpy as np
 
 from tracks4d import synthetic
-from tracks4d.io.dataset import TrackDataset
+from tracks4d.io.dataset import BatchSampler, TrackDataset
 from tracks4d.tracks import Tracks, batch_tracks, select_frames, select_tracks, unbatch_tracks
 
 
@@ -121,8 +121,8 @@ class SyntheticSource:
 
 
 class DatasetSource:
-  """Batches from a tensorstore dataset: epoch e is a permutation drawn from
-  (seed, e); batch `step` is slice step mod (clips // batch_size) of it."""
+  """Batches from a tensorstore dataset, in the order of a `BatchSampler`
+  (batch `step` is a pure function of seed and step)."""
 
   def __init__(self, dataset: TrackDataset, sub_cfg: SubsampleConfig, batch_size: int, seed: int,
                process_index: int = 0, process_count: int = 1):
@@ -132,16 +132,14 @@ class DatasetSource:
     if self.num_clips < batch_size:
       raise ValueError(f"dataset {dataset.location}: {self.num_clips} complete clips, fewer than batch_size "
                        f"{batch_size}.")
+    self.sampler = BatchSampler(self.num_clips, batch_size, seed)
     if sub_cfg.max_frames > dataset.info.max_frames:
       raise ValueError(f"data.max_frames={sub_cfg.max_frames} exceeds the dataset's max_frames "
                        f"{dataset.info.max_frames}.")
     self.description = {"source": "dataset", "location": dataset.location, "seed": seed}
 
   def clip_ids(self, step: int) -> list[int]:
-    per_epoch = self.num_clips // self.batch_size
-    epoch, j = divmod(step, per_epoch)
-    perm = np.random.default_rng([self.seed, epoch]).permutation(self.num_clips)
-    return perm[j * self.batch_size:(j + 1) * self.batch_size].tolist()
+    return self.sampler.indices_at(step).tolist()
 
   def batch(self, step: int) -> Tracks:
     ids = local_slice(self.clip_ids(step), *self.process)
