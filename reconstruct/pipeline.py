@@ -3,8 +3,10 @@
 Stages (each timed): focal estimation when the intrinsics are unknown
 (reconstruct/intrinsics.py); the network on overlapping windows, in padded
 batches of one shape (sharded over devices when there are several); optional
-test-time fine-tuning per clip; optional bundle adjustment per window on the
-tracks the static fit marks static; stitching of the windows
+test-time fine-tuning per clip; optional bundle adjustment per window (cameras
+and static points, on the tracks the static fit marks static; the refined
+cameras are kept and every track keeps its camera-frame position, so depth is
+the network's, as in the peer's post-processing); stitching of the windows
 (reconstruct/windows.py); the movement level of each track from the static fit
 with the final cameras (reconstruct/static_fit.py).
 
@@ -211,8 +213,9 @@ def _window_result(out: dict, inp: _WindowInput, clip: Tracks) -> windows_lib.Wi
 
 
 def _bundle_adjust_window(win: windows_lib.WindowResult, clip: Tracks, opts: ReconstructOptions):
-  """Bundle adjustment of one window on its statically-fitting tracks; dynamic
-  tracks keep their camera-frame positions under the refined cameras."""
+  """Bundle adjustment of one window on its statically-fitting tracks (points
+  start from the network's); returns the window with the refined cameras (and
+  K), every track keeping its camera-frame position."""
   xy = np.asarray(clip.xy_px, np.float64)[win.start:win.stop]
   w2c = geometry.invert_pose(win.c2w)
   fit = static_fit.triangulate_static(w2c, win.K, xy, win.visible & win.in_window[None])
@@ -229,9 +232,12 @@ def _bundle_adjust_window(win: windows_lib.WindowResult, clip: Tracks, opts: Rec
                              iterations=opts.ba_iterations, robust=opts.ba_robust,
                              robust_scale_px=opts.ba_robust_scale_px, refine_focal=opts.refine_focal)
   new_c2w = geometry.invert_pose(np.asarray(res.w2c, np.float64))
-  cam = geometry.transform_points(w2c, win.tracks_world)  # old camera frame
+  # As the peer's: the refined cameras are kept, every track keeps its
+  # camera-frame position (and so its depth). Depth of static points along
+  # their rays is weakly determined by short baselines (none for a pure
+  # rotation) and bundle adjustment can move it far.
+  cam = geometry.transform_points(w2c, win.tracks_world)
   xyz = geometry.transform_points(new_c2w, cam)
-  xyz[:, idx] = np.asarray(res.points_world, np.float64)[None]
   return dataclasses.replace(win, c2w=new_c2w, K=np.asarray(res.K, np.float64), tracks_world=xyz), res
 
 

@@ -4,9 +4,10 @@ A clip longer than the window is cut into windows of exactly `window_size`
 frames (one network shape, one compilation) that overlap by at least `overlap`
 frames; the last window ends at the last frame. Each window is reconstructed in
 its own frame and scale. Window m + 1 is mapped into window m's (already
-stitched) world by the similarity (Sim(3), Umeyama) that best aligns the 3D
-positions of the tracks visible in both windows on their common frames (robust:
-refitted once without the worst residuals); the first window defines the world
+stitched) world by the similarity (Sim(3), weighted Umeyama) that best aligns
+the 3D positions of the tracks visible in both windows on their common frames
+together with the camera centres of those frames (the cameras weighing as much
+as all points; robust: refitted once without the worst residuals); the first window defines the world
 frame and scale. On the overlap, cameras (centre linearly, rotation along the
 geodesic) and 3D tracks are blended with weights ramping from one window to the
 next, so the trajectory has no jump at window borders. Memory is that of one
@@ -109,12 +110,18 @@ def align_windows(prev: WindowResult, nxt: WindowResult, min_points: int = 6):
   both = (prev.visible[lo - prev.start:hi - prev.start] & nxt.visible[:hi - lo]
           & prev.in_window[None] & nxt.in_window[None])
   if both.sum() >= min_points:
-    src, dst = b[both].astype(np.float64), a[both].astype(np.float64)
-    s, r, tr = geometry.umeyama(src, dst)
+    # Points and the overlap's camera centres (the cameras as a block weigh as
+    # much as all points: the trajectory must continue smoothly).
+    cen_a = prev.c2w[lo - prev.start:hi - prev.start, :3, 3]
+    cen_b = nxt.c2w[:hi - lo, :3, 3]
+    src = np.concatenate([b[both], cen_b]).astype(np.float64)
+    dst = np.concatenate([a[both], cen_a]).astype(np.float64)
+    wgt = np.concatenate([np.ones(int(both.sum())), np.full(hi - lo, both.sum() / (hi - lo))])
+    s, r, tr = geometry.umeyama(src, dst, weights=wgt)
     res = np.linalg.norm(s * src @ r.T + tr - dst, axis=-1)
     keep = res <= 3.0 * np.median(res) + 1e-12
-    if keep.sum() >= min_points:
-      s, r, tr = geometry.umeyama(src[keep], dst[keep])
+    if keep[:int(both.sum())].sum() >= min_points:
+      s, r, tr = geometry.umeyama(src[keep], dst[keep], weights=wgt[keep])
     return float(s), r, tr
   # Too few shared points: match the cameras of the first common frame, with
   # the scale of the camera centres' spread on the overlap (1 if degenerate).

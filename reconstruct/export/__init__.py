@@ -57,7 +57,7 @@ def export_all(out_dir: str | os.PathLike, rec: Any, frames=None, settings: Mapp
     settings: the run's settings, recorded in summary.json.
     extra: anything else recorded in summary.json.
     fps: frame rate of tracks.mp4.
-    xy_px: optional (t, n, 2) input 2D tracks (x, y): the COLMAP observations and
+    xy_px: optional (t, n, 2) input 2D tracks (x, y), default `rec.xy_px`: the COLMAP observations and
       the overlay positions. None: the projections of `rec.tracks_cam` (the
       `Reconstruction` does not hold the input tracks).
     tail: trail length of tracks.mp4 in frames.
@@ -78,6 +78,8 @@ def export_all(out_dir: str | os.PathLike, rec: Any, frames=None, settings: Mapp
     PosixPath('out/summary.json')
   """
   a = common.check_reconstruction(rec)
+  if xy_px is None:
+    xy_px = getattr(rec, "xy_px", None)  # The input tracks the reconstruction keeps.
   out = Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
   _, obs_ok = common.observed_xy(a, xy_px)  # Checks the shape of xy_px early.
