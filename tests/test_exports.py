@@ -40,8 +40,10 @@ def _make_rec(seed: int = 0, t: int = 6, n: int = 40, shared_k: bool = True, num
   K = np.asarray(geometry.make_intrinsics(fx, fx, np.full(t, 31.5), np.full(t, 23.5)), np.float64)
   visible = rng.random((t, n)) > 0.25
   movement = np.where(np.arange(n) < num_dynamic, 0.1 + rng.random(n) * 0.1, rng.random(n) * 0.005)
+  xy_px = geometry.project(tracks_cam, K)[0]  # Exact observations.
   rec = Reconstruction(
-      c2w=c2w, w2c=w2c, K=K, image_hw=np.array(IMAGE_HW, np.int32), tracks_world=tracks_world,
+      c2w=c2w, w2c=w2c, K=K, image_hw=np.array(IMAGE_HW, np.int32), xy_px=xy_px, gamma=movement,
+      tracks_world=tracks_world,
       tracks_cam=tracks_cam, visible=visible, movement=movement, is_dynamic=movement > 0.02,
       movement_threshold=0.02, bases=bases, coeffs=coeffs, frame_window=np.zeros(t, np.int32),
       window_starts=np.array([0], np.int32), focal_source="given",

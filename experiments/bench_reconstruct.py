@@ -1,0 +1,54 @@
+r"""Feed-forward vs + bundle adjustment vs + fine-tuning, on synthetic clips with
+ground truth (the BENCHMARKS.md table).
+
+  bash .ci/in_venv python -m experiments.bench_reconstruct --finetune_steps=40
+
+Scores per clip (depth AbsRel with the per-frame median scale, ATE relative to
+the median depth, RPE rotation in degrees) and wall time of each setting,
+compilation included (the first clip of a setting pays it).
+"""
+
+import json
+
+import numpy as np
+from absl import app, flags
+
+import reconstruct
+from tracks4d import synthetic
+from tracks4d.training import evaluate
+
+_CLIPS = (("static", "orbit"), ("static", "pan"), ("rigid", "orbit"), ("nonrigid", "handheld"))
+
+
+def run(finetune_steps: int, learning_rate: float, seed: int) -> dict:
+  cfg = synthetic.SyntheticConfig(num_frames=(24, 24), grid_size=8)
+  settings = {"feed_forward": {}, "bundle_adjust": {"bundle_adjust": True},
+              "finetune": {"finetune_steps": finetune_steps, "finetune_learning_rate": learning_rate},
+              "finetune_bundle_adjust": {"finetune_steps": finetune_steps, "finetune_learning_rate": learning_rate,
+                                         "bundle_adjust": True}}
+  out = {}
+  for name, kw in settings.items():
+    rows = []
+    for i, (family, camera) in enumerate(_CLIPS):
+      clip = synthetic.generate_clip(cfg, seed, i, family=family, camera=camera)
+      rec = reconstruct.reconstruct(clip, **kw)
+      s = evaluate.score_clip(evaluate.Reconstruction3D(w2c=rec.w2c, depth=rec.depth), clip)
+      rows.append({"clip": f"{family}/{camera}", "abs_rel": s.abs_rel, "ate_rel": s.ate_rel,
+                   "rpe_rot_deg": s.rpe_rot_deg, "seconds": rec.timings.total})
+      print(name, rows[-1], flush=True)
+    out[name] = {"clips": rows, "mean": {k: float(np.mean([r[k] for r in rows]))
+                                         for k in ("abs_rel", "ate_rel", "rpe_rot_deg", "seconds")}}
+  return out
+
+
+def main(argv):
+  del argv
+  res = run(flags.FLAGS.finetune_steps, flags.FLAGS.learning_rate, flags.FLAGS.seed)
+  print(json.dumps({k: v["mean"] for k, v in res.items()}, indent=1))
+
+
+if __name__ == "__main__":
+  flags.DEFINE_integer("finetune_steps", 40, "Fine-tuning steps per clip.")
+  flags.DEFINE_float("learning_rate", 3e-4, "Fine-tuning step size.")
+  flags.DEFINE_integer("seed", 5, "Synthetic seed.")
+  app.run(main)
