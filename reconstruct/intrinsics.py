@@ -104,8 +104,8 @@ def estimate_focal(tracks: Tracks, *, min_common: int = 20, min_pairs: int = 3, 
   """Estimates one focal length for a clip from its 2D tracks.
 
   Args:
-    tracks: one clip (unbatched); its intrinsics are ignored except for nothing:
-      only `xy_px`, `visible` and `image_hw` are used.
+    tracks: one clip (unbatched); only `xy_px`, `valid` and `image_hw` are
+      used (its intrinsics are not).
     min_common: common visible tracks a frame pair needs.
     min_pairs: pairs needed to accept the estimate.
     max_log_spread: largest accepted inter-quartile range of the pairs' log f.

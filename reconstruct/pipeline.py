@@ -180,8 +180,7 @@ def _forward(net, inputs: list[_WindowInput], batch_size: int, progress: bool) -
               "coeff": pred.raw.coeff, "gamma": pred.raw.gamma}
     fields = {k: np.asarray(v) for k, v in fields.items()}
     for j, g in enumerate(group):
-      t, n = g.tracks.num_frames, len(g.selected)
-      t = int(np.asarray(g.tracks.frame_mask).sum())
+      t, n = int(np.asarray(g.tracks.frame_mask).sum()), len(g.selected)
       outs.append({"c2w": fields["c2w"][j, :t], "focal": fields["focal"][j, :t],
                    "xyz_cam": fields["xyz_cam"][j, :t, :n], "bases": fields["bases"][j, :n],
                    "coeff": fields["coeff"][j, :t], "gamma": fields["gamma"][j, :n]})
@@ -222,7 +221,7 @@ def _bundle_adjust_window(win: windows_lib.WindowResult, clip: Tracks, opts: Rec
   thr = static_fit.movement_threshold(fit.rms_px, opts.movement_min_px)
   static = fit.ok & (fit.rms_px <= thr)
   if static.sum() < 8:
-    return win, None
+    return win
   idx = np.flatnonzero(static)
   # Start from the network's points (time mean over the window): triangulation
   # with small baselines puts points at unreliable depths.
@@ -238,7 +237,7 @@ def _bundle_adjust_window(win: windows_lib.WindowResult, clip: Tracks, opts: Rec
   # rotation) and bundle adjustment can move it far.
   cam = geometry.transform_points(w2c, win.tracks_world)
   xyz = geometry.transform_points(new_c2w, cam)
-  return dataclasses.replace(win, c2w=new_c2w, K=np.asarray(res.K, np.float64), tracks_world=xyz), res
+  return dataclasses.replace(win, c2w=new_c2w, K=np.asarray(res.K, np.float64), tracks_world=xyz)
 
 
 def _movement(stitched: windows_lib.Stitched, clip: Tracks, min_px: float):
@@ -340,11 +339,8 @@ def reconstruct(tracks, *, visible=None, image_hw=None, intrinsics=None, model=N
     source = sources[ci]
     if opts.bundle_adjust:
       t0 = time.perf_counter()
-      refined = []
-      for w in tqdm.tqdm(wins, desc="bundle adjustment", disable=not opts.progress, leave=False):
-        new, res = _bundle_adjust_window(w, clip, opts)
-        refined.append(new)
-      wins = refined
+      wins = [_bundle_adjust_window(w, clip, opts)
+              for w in tqdm.tqdm(wins, desc="bundle adjustment", disable=not opts.progress, leave=False)]
       if opts.refine_focal:
         source = "refined" if source in ("estimated", "guess") else "refined-from-given"
       timings[ci]["bundle_adjust"] = time.perf_counter() - t0

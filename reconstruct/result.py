@@ -90,7 +90,8 @@ class Reconstruction:
       `window_size` frames except possibly the last).
     focal_source: where the focal length came from: "given" (known
       intrinsics), "estimated" (self-calibration from the tracks), "refined"
-      (estimated, then refined by bundle adjustment) or "guess" (estimation
+      (estimated or guessed, then refined by bundle adjustment),
+      "refined-from-given" (given, then refined) or "guess" (estimation
       failed; the conventional (w + h) / 2).
     reprojection: reprojection error statistics.
     timings: wall time of each stage.
