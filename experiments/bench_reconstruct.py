@@ -17,7 +17,9 @@ import reconstruct
 from tracks4d import synthetic
 from tracks4d.training import evaluate
 
-_CLIPS = (("static", "orbit"), ("static", "pan"), ("rigid", "orbit"), ("nonrigid", "handheld"))
+# Every family with a moving camera: orbit and dolly (wide baselines) and
+# handheld (small baseline); pan (rotation only) is in bench_focal.
+_CLIPS = tuple((f, c) for c in ("orbit", "dolly", "handheld") for f in ("static", "rigid", "nonrigid"))
 
 
 def run(finetune_steps: int, learning_rate: float, seed: int) -> dict:
@@ -44,11 +46,15 @@ def run(finetune_steps: int, learning_rate: float, seed: int) -> dict:
 def main(argv):
   del argv
   res = run(flags.FLAGS.finetune_steps, flags.FLAGS.learning_rate, flags.FLAGS.seed)
+  ff = [r["ate_rel"] for r in res["feed_forward"]["clips"]]
+  for name, v in res.items():
+    ate = [r["ate_rel"] for r in v["clips"]]
+    v["mean"]["ate_lower_than_feed_forward"] = f"{sum(a < b for a, b in zip(ate, ff))}/{len(ff)}"
   print(json.dumps({k: v["mean"] for k, v in res.items()}, indent=1))
 
 
 if __name__ == "__main__":
   flags.DEFINE_integer("finetune_steps", 40, "Fine-tuning steps per clip.")
   flags.DEFINE_float("learning_rate", 3e-4, "Fine-tuning step size.")
-  flags.DEFINE_integer("seed", 5, "Synthetic seed.")
+  flags.DEFINE_integer("seed", 11, "Synthetic seed.")
   app.run(main)

@@ -24,7 +24,7 @@ _MODEL = flags.DEFINE_string("model", None, "Model folder (default: the shipped 
 _BA = flags.DEFINE_bool("bundle_adjust", False, "Refine cameras and static points by bundle adjustment.")
 _REFINE_FOCAL = flags.DEFINE_bool("refine_focal", False, "Also refine the focal length in bundle adjustment.")
 _FT_STEPS = flags.DEFINE_integer("finetune_steps", 0, "Test-time fine-tuning steps per clip.")
-_FT_LR = flags.DEFINE_float("finetune_learning_rate", 1e-4, "Fine-tuning step size.")
+_FT_LR = flags.DEFINE_float("finetune_learning_rate", 3e-4, "Fine-tuning step size (Adam).")
 _TRACKER = flags.DEFINE_enum("tracker", "lk", ["lk", "tapnet"], "Tracker for video inputs.")
 _TAPNET_CKPT = flags.DEFINE_string("tapnet_checkpoint", None, "TAPIR/BootsTAPIR checkpoint (--tracker=tapnet).")
 _GRID = flags.DEFINE_integer("grid_size", 15, "Tracker queries per image side at each query frame.")

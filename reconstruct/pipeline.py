@@ -2,9 +2,10 @@
 
 Stages (each timed): focal estimation when the intrinsics are unknown
 (reconstruct/intrinsics.py); the network on overlapping windows, in padded
-batches of one shape (sharded over devices when there are several); optional
-test-time fine-tuning per clip; optional bundle adjustment per window (cameras
-and static points, on the tracks the static fit marks static; the refined
+batches of one shape (sharded over all local devices when there are several);
+optional test-time fine-tuning per clip; optional bundle adjustment per window (cameras
+and static points, on the tracks the static fit marks static, in rounds
+that relabel them with the refined cameras; the refined
 cameras are kept and every track keeps its camera-frame position, so depth is
 the network's, as in the peer's post-processing); stitching of the windows
 (reconstruct/windows.py); the movement level of each track from the static fit
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+from flax import nnx
 
 from reconstruct import bundle_adjust as ba_lib
 from reconstruct import intrinsics as intrinsics_lib
@@ -52,14 +54,20 @@ class ReconstructOptions:
   Attributes:
     window_size: frames per window (the shipped model was trained on 16-32).
     overlap: least number of frames shared by consecutive windows.
-    batch_size: windows per network call (memory is that of one batch).
+    batch_size: windows per network call (memory is that of one batch); with
+      several local devices, rounded up to a multiple of their number.
     bundle_adjust: refine cameras and static points by bundle adjustment.
-    ba_iterations: Levenberg-Marquardt iterations per window.
+    ba_iterations: Levenberg-Marquardt iterations per window and round.
+    ba_rounds: rounds of (label static tracks by their static-fit error with
+      the current cameras, bundle-adjust on them); each round relabels with
+      the refined cameras, so tracks wrongly left out (or in) under the
+      network's cameras are corrected.
     ba_robust: "huber", "cauchy" or "none".
     ba_robust_scale_px: scale of the robust loss, pixels.
     refine_focal: also refine the focal length in bundle adjustment.
     finetune_steps: test-time fine-tuning steps per clip (0: off).
-    finetune_learning_rate: Adam step size of fine-tuning.
+    finetune_learning_rate: Adam step size of fine-tuning (3e-4: tens of steps
+      on a CPU; the peer's 1e-4 is meant for hundreds).
     estimate_focal: estimate the focal length from the tracks when the clip's
       intrinsics are not known (otherwise keep the conventional guess).
     movement_min_px: least static-fit error (pixels) labelled dynamic; see
@@ -72,18 +80,19 @@ class ReconstructOptions:
   batch_size: int = 8
   bundle_adjust: bool = False
   ba_iterations: int = 20
+  ba_rounds: int = 3
   ba_robust: str = "huber"
   ba_robust_scale_px: float = 2.0
   refine_focal: bool = False
   finetune_steps: int = 0
-  finetune_learning_rate: float = 1e-4
+  finetune_learning_rate: float = 3e-4
   estimate_focal: bool = True
   movement_min_px: float = 2.0
   progress: bool = False
 
   def __post_init__(self):
     windows_lib.plan_windows(2, self.window_size, self.overlap)  # Validates both.
-    checks = {"batch_size": self.batch_size >= 1, "ba_iterations": self.ba_iterations >= 0,
+    checks = {"batch_size": self.batch_size >= 1, "ba_iterations": self.ba_iterations >= 0, "ba_rounds": self.ba_rounds >= 1,
               "finetune_steps": self.finetune_steps >= 0, "finetune_learning_rate": self.finetune_learning_rate > 0,
               "ba_robust_scale_px": self.ba_robust_scale_px > 0, "movement_min_px": self.movement_min_px >= 0,
               "ba_robust": self.ba_robust in ("huber", "cauchy", "none")}
@@ -164,11 +173,20 @@ def _window_inputs(clips: list[Tracks], opts: ReconstructOptions) -> list[_Windo
 
 
 def _forward(net, inputs: list[_WindowInput], batch_size: int, progress: bool) -> list[dict]:
-  """Network outputs (NumPy, unpadded) for each window, in fixed-shape batches."""
+  """Network outputs (NumPy, unpadded) for each window, in fixed-shape batches.
+
+  With several local devices (one process) every batch is sharded over all of
+  them: the batch size is rounded up to a multiple of the device count and the
+  parameters are replicated. The last batch is filled up by repeating its last
+  window; those outputs are discarded.
+  """
   batch_size = min(batch_size, len(inputs))
   mesh = None
-  if jax.device_count() > 1 and batch_size % jax.device_count() == 0 and jax.process_count() == 1:
-    mesh = step_lib.make_mesh()
+  if jax.device_count() > 1 and jax.process_count() == 1:
+    mesh = step_lib.make_mesh(jax.local_devices())
+    batch_size = -(-batch_size // mesh.size) * mesh.size
+    graphdef, state = nnx.split(net)  # A replicated copy: the caller's net is left where it is.
+    net = nnx.merge(graphdef, step_lib.replicate(state, mesh))
   outs = []
   for i in tqdm.trange(0, len(inputs), batch_size, desc="network", disable=not progress, leave=False):
     group = inputs[i:i + batch_size]
@@ -212,32 +230,39 @@ def _window_result(out: dict, inp: _WindowInput, clip: Tracks) -> windows_lib.Wi
 
 
 def _bundle_adjust_window(win: windows_lib.WindowResult, clip: Tracks, opts: ReconstructOptions):
-  """Bundle adjustment of one window on its statically-fitting tracks (points
-  start from the network's); returns the window with the refined cameras (and
-  K), every track keeping its camera-frame position."""
+  """Bundle adjustment of one window on its statically-fitting tracks, in
+  `opts.ba_rounds` rounds that relabel the static tracks with the refined
+  cameras (points start from the network's, then from the last round's);
+  returns the window with the refined cameras (and K), every track keeping its
+  camera-frame position."""
   xy = np.asarray(clip.xy_px, np.float64)[win.start:win.stop]
   w2c = geometry.invert_pose(win.c2w)
-  fit = static_fit.triangulate_static(w2c, win.K, xy, win.visible & win.in_window[None])
-  thr = static_fit.movement_threshold(fit.rms_px, opts.movement_min_px)
-  static = fit.ok & (fit.rms_px <= thr)
-  if static.sum() < 8:
-    return win
-  idx = np.flatnonzero(static)
+  valid = win.visible & win.in_window[None]
   # Start from the network's points (time mean over the window): triangulation
   # with small baselines puts points at unreliable depths.
-  vis = win.visible[:, idx]
-  init = (win.tracks_world[:, idx] * vis[..., None]).sum(0) / np.maximum(vis.sum(0), 1)[:, None]
-  res = ba_lib.bundle_adjust(w2c, win.K, xy[:, idx], vis, init,
-                             iterations=opts.ba_iterations, robust=opts.ba_robust,
-                             robust_scale_px=opts.ba_robust_scale_px, refine_focal=opts.refine_focal)
-  new_c2w = geometry.invert_pose(np.asarray(res.w2c, np.float64))
+  points = (win.tracks_world * valid[..., None]).sum(0) / np.maximum(valid.sum(0), 1)[:, None]
+  new_w2c, K = w2c, win.K
+  for _ in range(opts.ba_rounds):
+    fit = static_fit.triangulate_static(new_w2c, K, xy, valid)
+    static = fit.ok & (fit.rms_px <= static_fit.movement_threshold(fit.rms_px, opts.movement_min_px))
+    if static.sum() < 8:
+      break
+    idx = np.flatnonzero(static)
+    res = ba_lib.bundle_adjust(new_w2c, K, xy[:, idx], valid[:, idx], points[idx],
+                               iterations=opts.ba_iterations, robust=opts.ba_robust,
+                               robust_scale_px=opts.ba_robust_scale_px, refine_focal=opts.refine_focal)
+    new_w2c, K = np.asarray(res.w2c, np.float64), np.asarray(res.K, np.float64)
+    points[idx] = np.asarray(res.points_world, np.float64)
+  if new_w2c is w2c:
+    return win
+  new_c2w = geometry.invert_pose(new_w2c)
   # As the peer's: the refined cameras are kept, every track keeps its
   # camera-frame position (and so its depth). Depth of static points along
   # their rays is weakly determined by short baselines (none for a pure
   # rotation) and bundle adjustment can move it far.
   cam = geometry.transform_points(w2c, win.tracks_world)
   xyz = geometry.transform_points(new_c2w, cam)
-  return dataclasses.replace(win, c2w=new_c2w, K=np.asarray(res.K, np.float64), tracks_world=xyz)
+  return dataclasses.replace(win, c2w=new_c2w, K=K, tracks_world=xyz)
 
 
 def _movement(stitched: windows_lib.Stitched, clip: Tracks, min_px: float):
@@ -320,7 +345,8 @@ def reconstruct(tracks, *, visible=None, image_hw=None, intrinsics=None, model=N
       idx = [i for i, inp in enumerate(inputs) if inp.clip == ci]
       t0 = time.perf_counter()
       tuned = finetune_lib.finetune(net, batch_tracks([inputs[i].tracks for i in idx]), opts.finetune_steps,
-                                    learning_rate=opts.finetune_learning_rate, progress=opts.progress).net
+                                    learning_rate=opts.finetune_learning_rate, progress=opts.progress,
+                                    lr_warmup_fraction=0.25).net
       timings[ci]["finetune"] = time.perf_counter() - t0
       t0 = time.perf_counter()
       for i, o in zip(idx, _forward(tuned, [inputs[i] for i in idx], opts.batch_size, opts.progress)):

@@ -2,6 +2,10 @@
 stitching, focal estimation, bad inputs, and the command line's outputs."""
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from tracks4d import geometry, metrics, synthetic
 from tracks4d.io import peer_npz
 from tracks4d.tracks import select_tracks
 
+REPO = Path(__file__).resolve().parents[1]
 CFG = synthetic.SyntheticConfig(num_frames=(24, 24), grid_size=8, query_stride=12)
 
 
@@ -76,6 +81,12 @@ def test_batch_equals_one_by_one(clip, rec):
   np.testing.assert_allclose(both[1].tracks_cam, alone.tracks_cam, atol=1e-3)
 
 
+def test_sharded_batches_equal_single_device():
+  out = subprocess.run([sys.executable, str(REPO / "tests" / "sharded_reconstruct_check.py")], cwd=REPO,
+                       env={**os.environ, "JAX_PLATFORMS": "cpu"}, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0 and "SHARDED_RECONSTRUCT_OK" in out.stdout, out.stderr[-3000:]
+
+
 def test_bundle_adjustment_improves_cameras():
   errs = {}
   for cam in ("orbit", "pan"):
@@ -88,17 +99,33 @@ def test_bundle_adjustment_improves_cameras():
     assert after < 0.8 * before, (cam, errs)
 
 
-def test_finetuning_runs_per_clip_and_changes_the_result(clip):
-  """Fine-tuning in the pipeline (the loss decrease and best-state keeping of
-  `finetune` itself are tested in test_finetune_eval.py; whether it improves
-  cameras is measured in BENCHMARKS.md). A tiny network keeps this fast."""
-  from tracks4d import model
-  net = model.create_model("tiny", seed=0)
-  small = select_tracks(clip, np.arange(64))
-  ff = reconstruct.reconstruct(small, model=net)
-  ft = reconstruct.reconstruct(small, model=net, finetune_steps=3, finetune_learning_rate=1e-3)
+def test_bundle_adjustment_rounds_relabel_static_tracks_on_a_dynamic_scene():
+  """A rigid object moves in front of an orbiting camera. Under the network's
+  cameras the static/dynamic split is poor; each round relabels with the refined
+  cameras, and three rounds recover the cameras where one round does not."""
+  c = _clip("rigid", "orbit", index=0)
+  net = reconstruct.load_network(None)
+  err = {name: _rot_error_deg(reconstruct.reconstruct(c, model=net, **kw).w2c, c.gt.w2c)
+         for name, kw in (("ff", {}), ("one", dict(bundle_adjust=True, ba_rounds=1)),
+                          ("three", dict(bundle_adjust=True)))}
+  assert err["three"] < 0.25 * err["one"] and err["three"] < 0.1 * err["ff"], err
+
+
+def test_finetuning_improves_cameras_on_a_static_orbit():
+  """Test-time fine-tuning (the unsupervised losses, best state kept) with the
+  shipped model moves the cameras towards the truth on a static scene seen
+  from an orbit. (On non-rigid scenes it can move them away; BENCHMARKS.md
+  measures both.)"""
+  c = _clip("static", "orbit", index=0)
+  net = reconstruct.load_network(None)
+  ff = reconstruct.reconstruct(c, model=net)
+  ft = reconstruct.reconstruct(c, model=net, finetune_steps=40)
   assert ft.timings.finetune > 0 and ff.timings.finetune == 0
-  assert not np.allclose(ft.c2w, ff.c2w)
+  scale = float(np.median(np.asarray(c.gt.depth)[np.asarray(c.visible)]))
+  ate = [metrics.pose_metrics(r.w2c, c.gt.w2c).ate / scale for r in (ff, ft)]
+  rot = [_rot_error_deg(r.w2c, c.gt.w2c) for r in (ff, ft)]
+  assert ate[1] < 0.75 * ate[0], ate
+  assert rot[1] < rot[0], rot
 
 
 @pytest.mark.parametrize("t,w,o,expected", [(20, 32, 8, [0]), (32, 32, 8, [0]), (100, 32, 8, [0, 24, 48, 68]),
@@ -196,6 +223,8 @@ def test_bad_options_and_missing_model(clip, tmp_path):
     reconstruct.reconstruct(clip, batch_size=0)
   with pytest.raises(ValueError, match="overlap"):
     reconstruct.reconstruct(clip, overlap=40)
+  with pytest.raises(ValueError, match="ba_rounds"):
+    reconstruct.reconstruct(clip, bundle_adjust=True, ba_rounds=0)
   with pytest.raises(FileNotFoundError, match="does not exist"):
     reconstruct.reconstruct(clip, model=tmp_path / "nope")
 

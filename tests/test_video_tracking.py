@@ -1,7 +1,9 @@
-"""reconstruct.video and reconstruct.trackers: reading inputs, LK accuracy, occlusion, queries, tapnet errors."""
+"""reconstruct.video and reconstruct.trackers: reading inputs, LK accuracy, occlusion, queries, tapnet errors and
+tapnet wiring (JAX path end to end against a test double of TAPIR; the real model is not run here)."""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 
@@ -359,4 +361,262 @@ def test_tapnet_outputs_become_tracks_in_our_pixel_convention(fake_tapnet, movin
   dt = np.arange(T)[:, None] - tracks.query_frame[None]
   inside = geometry.in_image(tracks.xy_px, np.array([H, W]))
   np.testing.assert_array_equal(tracks.visible, (dt >= -8) & inside)
+  assert not bool(tracks.intrinsics_known)
+
+
+# ---------------------------------------------------------------------------
+# tapnet JAX path, end to end, with a TEST DOUBLE of the model.
+#
+# Neither tapnet nor dm-haiku is installed here (tapnet is not on the package
+# index), so the real TAPIR / BootsTAPIR has NOT been run by these tests. What
+# they pin is OUR side of tapnet's documented interface: the checkpoint file,
+# the constructor settings, the haiku transform / apply call, the input
+# contract (video and query_points) and the conversion of the outputs. The
+# double's outputs come from the known motion of the clip, not from a network.
+# ---------------------------------------------------------------------------
+
+# A short non-square clip, far from 256 x 256, so that the x and y raster scales
+# differ at every model resolution tested.
+CT, CH, CW = 8, 72, 112
+_TEX_PAD = 96  # The texture is (CH + pad, CW + pad): frames never see past its border.
+
+
+def clip_motion(i: int) -> np.ndarray:
+  """(2, 3) affine of frame i, texture pixel u -> frame pixel p (our convention, pixel centres at integers).
+
+  p = c + k_i R(theta_i) (u - c_tex) + i * shift: a zoom and rotation about the
+  image centre plus a drift. Not a translation on purpose: under a translation
+  a +-0.5 px convention error made symmetrically on the way in and out cancels;
+  under a zoom / rotation it does not (dropping the +0.5 both ways errs by 0.26 px
+  on this clip; the right conversion by ~1e-5 px).
+  """
+  k, th = 1.0 + 0.04 * i, 0.03 * i
+  a = k * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+  c = np.array([(CW - 1) / 2, (CH - 1) / 2])
+  c_tex = np.array([(CW + _TEX_PAD - 1) / 2, (CH + _TEX_PAD - 1) / 2])
+  b = c - a @ c_tex + i * np.array([0.6, -0.35])
+  return np.concatenate([a, b[:, None]], 1)
+
+
+def true_trajectories(xy_px: np.ndarray, frame: np.ndarray, t: int) -> np.ndarray:
+  """(t, n, 2): where the points xy_px (n, 2), seen at frames `frame` (n,), are in every frame (our pixels)."""
+  m = np.stack([clip_motion(i) for i in range(t)])  # (t, 2, 3)
+  a, b = m[..., :2], m[..., 2]
+  u = np.einsum("nij,nj->ni", np.linalg.inv(a[frame]), xy_px - b[frame])  # Texture coordinates (n, 2).
+  return np.einsum("tij,nj->tni", a, u) + b[:, None]
+
+
+@pytest.fixture(scope="module")
+def zooming_clip() -> np.ndarray:
+  """(CT, CH, CW, 3) uint8: a smooth texture under `clip_motion`."""
+  tex = smooth_texture(np.random.default_rng(1), CH + _TEX_PAD, CW + _TEX_PAD, sigma=3.0)
+  # warpAffine without WARP_INVERSE_MAP takes the source -> destination map: dst(M u) = tex(u).
+  gray = np.stack([cv2.warpAffine(tex, clip_motion(i), (CW, CH), flags=cv2.INTER_CUBIC,
+                                  borderMode=cv2.BORDER_REFLECT) for i in range(CT)])
+  return to_uint8_rgb(gray)
+
+
+def oracle_logits(n: int, t: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(n, t) occlusion and expected_dist logits of the double, and the visibility they mean.
+
+  Tracks n % 3 == 1 are occluded in frames 2-4 (occlusion logit); tracks
+  n % 3 == 2 are uncertain in frames 5-6 (expected_dist logit); tracks
+  n % 3 == 0 have both logits at -0.5 in frame 7: each alone says 'visible'
+  (p = 0.62), but tapnet's product rule gives 0.62^2 = 0.39 < 0.5, invisible.
+  """
+  occ = np.full((n, t), -6.0, np.float32)
+  dist = np.full((n, t), -6.0, np.float32)
+  k = np.arange(n) % 3
+  occ[k == 1, 2:5] = 6.0
+  dist[k == 2, 5:7] = 6.0
+  occ[k == 0, 7:8] = dist[k == 0, 7:8] = -0.5
+  visible = np.ones((n, t), bool)
+  visible[k == 1, 2:5] = visible[k == 2, 5:7] = visible[k == 0, 7:8] = False
+  return occ, dist, visible
+
+
+def _bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """img (h, w) float32 sampled at float pixel indices (x, y) (n,)."""
+  return cv2.remap(img, x.astype(np.float32)[:, None], y.astype(np.float32)[:, None], cv2.INTER_LINEAR,
+                   borderMode=cv2.BORDER_REPLICATE)[:, 0]
+
+
+class _OracleTAPIR:
+  """TEST DOUBLE of `tapnet.models.tapir_model.TAPIR` (JAX); the real network is not run.
+
+  The constructor has the real keyword names (tapnet's TAPIR.__init__), so a
+  misspelt setting fails as it would with tapnet; each instance records its
+  kwargs. A call checks tapnet's documented input contract on the concrete
+  arrays (through `jax.pure_callback`, as the tracker jit-compiles the apply)
+  and answers with the clip's TRUE motion in tapnet's raster coordinates:
+  raster = pixel + 0.5, scaled by (model size / image size) per axis.
+  """
+
+  instances: list = []
+  clip: np.ndarray = None  # (t, h, w, 3) uint8 frames the test passes to the tracker.
+  calls: list = []
+
+  def __init__(self, bilinear_interp_with_depthwise_conv=False, num_pips_iter=4, pyramid_level=1,
+               mixer_hidden_dim=512, num_mixer_blocks=12, mixer_kernel_shape=3, patch_size=7,
+               softmax_temperature=20.0, use_causal_conv=False, parallelize_query_extraction=False,
+               initial_resolution=(256, 256), blocks_per_group=(2, 2, 2, 2), extra_convs=False,
+               extra_convs_kwargs=None, feature_extractor_chunk_size=None, name="tapir", **unknown):
+    assert not unknown, f"not a tapnet TAPIR constructor argument: {sorted(unknown)}"
+    kwargs = dict(locals())
+    kwargs.pop("self"), kwargs.pop("unknown")
+    self.kwargs = kwargs
+    type(self).instances.append(self)
+
+  def __call__(self, video, is_training, query_points, query_chunk_size=None, get_query_feats=False,
+               refinement_resolutions=None, feature_grids=None):
+    import jax
+
+    assert is_training is False and not get_query_feats and refinement_resolutions is None
+    _, t, rh, rw, _ = video.shape
+    n = query_points.shape[1]
+    self.query_chunk_size = query_chunk_size
+    out_shapes = dict(tracks=jax.ShapeDtypeStruct((1, n, t, 2), np.float32),
+                      occlusion=jax.ShapeDtypeStruct((1, n, t), np.float32),
+                      expected_dist=jax.ShapeDtypeStruct((1, n, t), np.float32))
+    return jax.pure_callback(self._answer, out_shapes, video, query_points)
+
+  def _answer(self, video, query_points) -> dict:
+    video, query_points = np.asarray(video), np.asarray(query_points)
+    clip = type(self).clip
+    t, h, w = clip.shape[:3]
+    rh, rw = self.kwargs["initial_resolution"]
+    # The input contract (tapnet's colab): (1, t, H, W, 3) float32 in [-1, 1] at the model resolution.
+    assert video.shape == (1, t, rh, rw, 3) and video.dtype == np.float32, (video.shape, video.dtype)
+    assert video.min() >= -1.0 and video.max() <= 1.0
+    assert video.min() < -0.5 and video.max() > 0.5  # Spans [-1, 1], not [0, 1].
+    # query_points (1, n, 3) float32 as (t, y, x): integer frames, raster positions inside the model image.
+    assert query_points.ndim == 3 and query_points.shape[::2] == (1, 3) and query_points.dtype == np.float32
+    qt, qy, qx = query_points[0].T
+    assert (qt == np.round(qt)).all() and qt.min() >= 0 and qt.max() <= t - 1
+    assert (qy > 0).all() and (qy < rh).all() and (qx > 0).all() and (qx < rw).all()
+    sx, sy = rw / w, rh / h  # Raster units per image pixel.
+    q_px = np.stack([qx / sx - 0.5, qy / sy - 0.5], -1)  # Raster -> our pixels (pixel centres at +0.5).
+    traj = true_trajectories(q_px, qt.astype(int), t)  # (t, n, 2) our pixels: the known truth.
+    raster = (traj + 0.5) * [sx, sy]
+    # The video is this clip, resized, aligned with the queries: sample both along the true trajectories.
+    inside = geometry.in_image(traj, np.array([h, w]))
+    for i in range(t):
+      ours = _bilinear(video[0, i, :, :, 0], raster[i, :, 0] - 0.5, raster[i, :, 1] - 0.5)
+      truth = _bilinear(clip[i, :, :, 0].astype(np.float32) / 127.5 - 1.0, traj[i, :, 0], traj[i, :, 1])
+      assert np.abs(ours - truth)[inside[i]].mean() < 0.01, f"frame {i}: the video does not match the clip"
+    occ, dist, _ = oracle_logits(len(q_px), t)
+    type(self).calls.append(dict(video_shape=video.shape, query_points=query_points))
+    return dict(tracks=np.swapaxes(raster, 0, 1)[None].astype(np.float32), occlusion=occ[None],
+                expected_dist=dist[None])
+
+
+@pytest.fixture
+def tapnet_double(monkeypatch, zooming_clip):
+  """Installs the test double as `tapnet.models.tapir_model` (sys.modules only, undone after the test).
+
+  Also installs a minimal TEST DOUBLE of `haiku` when dm-haiku is not
+  importable: `transform_with_state(f).apply(params, state, rng, *args)`
+  returns (f(*args), state), and records what params / state reached apply.
+  """
+  seen = {}
+  tapnet = types.ModuleType("tapnet")
+  models = types.ModuleType("tapnet.models")
+  tapir_model = types.ModuleType("tapnet.models.tapir_model")
+  tapir_model.TAPIR = _OracleTAPIR
+  tapnet.models, models.tapir_model = models, tapir_model
+  for name, module in (("tapnet", tapnet), ("tapnet.models", models), ("tapnet.models.tapir_model", tapir_model)):
+    monkeypatch.setitem(sys.modules, name, module)
+  monkeypatch.setattr(_OracleTAPIR, "instances", [])
+  monkeypatch.setattr(_OracleTAPIR, "calls", [])
+  monkeypatch.setattr(_OracleTAPIR, "clip", zooming_clip)
+
+  if importlib.util.find_spec("haiku") is None:
+    import jax
+
+    def transform_with_state(f):  # TEST DOUBLE of hk.transform_with_state (apply only).
+      def apply(params, state, rng, *args):
+        shapes = lambda tree: jax.tree_util.tree_map(lambda a: (tuple(a.shape), str(a.dtype)), tree)
+        seen.update(params=shapes(params), state=shapes(state), rng_shape=tuple(np.shape(rng)))
+        return f(*args), state
+
+      return types.SimpleNamespace(apply=apply)
+
+    haiku = types.ModuleType("haiku")  # TEST DOUBLE of dm-haiku.
+    haiku.transform_with_state = transform_with_state
+    monkeypatch.setitem(sys.modules, "haiku", haiku)
+  return seen
+
+
+def _write_checkpoint(path) -> dict:
+  """A .npy checkpoint as tapnet ships them: np.save of {'params': {...}, 'state': {...}} (pickled)."""
+  ckpt = {"params": {"tapir/~/resnet/conv": {"w": np.zeros((3, 3, 3, 8), np.float32),
+                                              "b": np.zeros((8,), np.float32)}},
+          "state": {"tapir/~/resnet/norm": {"mean": np.zeros((1, 8), np.float32)}}}
+  np.save(path, ckpt, allow_pickle=True)
+  return ckpt
+
+
+@pytest.mark.parametrize("ckpt_name, resolution_hw, expected_kwargs", [
+    ("bootstapir_checkpoint_v2.npy", (256, 256),
+     dict(bilinear_interp_with_depthwise_conv=False, pyramid_level=1, extra_convs=True, softmax_temperature=10.0,
+          initial_resolution=(256, 256))),
+    ("bootstapir_checkpoint_v2.npy", (128, 192),
+     dict(bilinear_interp_with_depthwise_conv=False, pyramid_level=1, extra_convs=True, softmax_temperature=10.0,
+          initial_resolution=(128, 192))),
+    ("tapir_checkpoint_panning.npy", (256, 256),
+     dict(bilinear_interp_with_depthwise_conv=False, pyramid_level=0, extra_convs=False, softmax_temperature=20.0,
+          initial_resolution=(256, 256))),
+])
+def test_tapnet_jax_path_end_to_end_with_an_oracle_double(tapnet_double, zooming_clip, tmp_path, ckpt_name,
+                                                          resolution_hw, expected_kwargs):
+  """track_video(..., 'tapnet') through the JAX path, with a TEST DOUBLE of TAPIR (see `_OracleTAPIR`).
+
+  This pins our side of tapnet's documented interface (checkpoint, constructor
+  settings chosen by 'auto' from the file name, haiku apply, video / query
+  contract, raster <-> pixel conversion both ways on a non-square image,
+  visibility rule, track order). The real TAPIR / BootsTAPIR model has NOT
+  been run here: tapnet and dm-haiku are not installed.
+  """
+  ckpt = _write_checkpoint(tmp_path / ckpt_name)
+  grid_size = 5
+  tracks = track_video(zooming_clip, "tapnet", progress=False, checkpoint=str(tmp_path / ckpt_name),
+                       grid_size=grid_size, resolution_hw=resolution_hw, query_chunk_size=16)
+
+  # Constructor: 'auto' picked the kind from the file name; a non-default resolution is initial_resolution.
+  (model,) = _OracleTAPIR.instances  # jit traces the apply once.
+  assert {k: model.kwargs[k] for k in expected_kwargs} == expected_kwargs
+  assert model.query_chunk_size == 16
+  if "params" in tapnet_double:  # The haiku double saw the checkpoint's params and state, in their slots.
+    shapes = lambda tree: {m: {k: (v.shape, str(v.dtype)) for k, v in d.items()} for m, d in tree.items()}
+    assert tapnet_double["params"] == shapes(ckpt["params"]) and tapnet_double["state"] == shapes(ckpt["state"])
+    assert tapnet_double["rng_shape"] in ((2,), ())  # A raw uint32 key or a typed key.
+
+  # Queries: the grid at the query frames, by query frame then row by row, at (t, y, x) raster positions.
+  (call,) = _OracleTAPIR.calls
+  assert call["video_shape"] == (1, CT) + tuple(resolution_hw) + (3,)
+  grid = lk.grid_points((CH, CW), grid_size, 8.0)
+  qframes = lk.query_frames(CT, 3)
+  g, n = len(grid), len(grid) * len(qframes)
+  rh, rw = resolution_hw
+  expected_q = np.concatenate([np.repeat(qframes, g)[:, None],
+                               (np.tile(grid, (len(qframes), 1))[:, ::-1] + 0.5) * [rh / CH, rw / CW]], -1)
+  np.testing.assert_allclose(call["query_points"][0], expected_q, rtol=0, atol=1e-4)
+
+  validate(tracks)
+  assert tracks.xy_px.shape == (CT, n, 2) and tracks.image_hw.tolist() == [CH, CW]
+  np.testing.assert_array_equal(tracks.query_frame, np.repeat(qframes, g))
+  np.testing.assert_allclose(tracks.xy_px[tracks.query_frame, np.arange(n)], np.tile(grid, (len(qframes), 1)),
+                             atol=1e-5)
+  # Positions: the clip's true trajectories, in our pixels, to well under a pixel (the double is exact, so
+  # any convention slip -- a missing +0.5, swapped x / y scales -- shows as >= ~0.1 px).
+  truth = true_trajectories(tracks.xy_px[tracks.query_frame, np.arange(n)], tracks.query_frame, CT)
+  err = np.linalg.norm(tracks.xy_px - truth, axis=-1)
+  assert err.max() < 0.05, f"max error {err.max():.4f} px"
+  # Visibility: the double's logits under tapnet's product rule, invisible outside the image, and visible at
+  # every query frame whatever the logits say.
+  _, _, vis = oracle_logits(n, CT)
+  expected_vis = vis.T & geometry.in_image(truth, np.array([CH, CW]))
+  expected_vis[tracks.query_frame, np.arange(n)] = True
+  assert not vis.T[tracks.query_frame, np.arange(n)].all()  # The forcing is exercised: the logits say otherwise.
+  np.testing.assert_array_equal(tracks.visible, expected_vis)
   assert not bool(tracks.intrinsics_known)

@@ -147,11 +147,10 @@ def load_model(path: str | Path) -> model_lib.Tracks4DNet:
     model_cfg = model_lib.ModelConfig(**d)
   except TypeError as e:
     raise ValueError(f"load_model: {cfg_path} has an invalid model config ({e}).") from e
-  net = model_lib.create_model(model_cfg)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, nnx.state(net, nnx.Param))
+  # Shapes only (no random initialisation to overwrite): loading is then mostly reading.
+  graphdef, abstract = nnx.split(nnx.eval_shape(lambda: model_lib.create_model(model_cfg)), nnx.Param)
   try:
     params = ocp.StandardCheckpointer().restore(path / "params", abstract)
   except Exception as e:  # orbax raises several types for missing or corrupt files.
     raise ValueError(f"load_model: could not read parameters from {path / 'params'}: {e}") from e
-  nnx.update(net, params)
-  return net
+  return nnx.merge(graphdef, params)

@@ -43,7 +43,7 @@ class FinetuneResult:
 
 def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate: float = 1e-4,
              weights: losses_lib.LossWeights = losses_lib.LossWeights(), warmup_steps: int = 0,
-             progress: bool = False) -> FinetuneResult:
+             progress: bool = False, lr_warmup_fraction: float = 0.0) -> FinetuneResult:
   """Optimises the network on one clip (or a batch) with Adam, keeping the best state.
 
   Args:
@@ -67,7 +67,8 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
   batch = clip if np.asarray(clip.xy_px).ndim == 4 else batch_tracks([clip])
   batch = jax.tree.map(jnp.asarray, batch)
   graphdef, params = nnx.split(net, nnx.Param)
-  tx, step_fn = _step_function(graphdef, float(learning_rate), weights, int(warmup_steps), net.cfg.centre_prior)
+  ramp = int(steps * lr_warmup_fraction)
+  tx, step_fn = _step_function(graphdef, float(learning_rate), ramp, weights, int(warmup_steps), net.cfg.centre_prior)
 
   opt_state = tx.init(params)
   best, best_loss, best_step = params, np.inf, 0
@@ -86,11 +87,11 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
 
 
 @functools.lru_cache(maxsize=16)
-def _step_function(graphdef, learning_rate: float, weights: losses_lib.LossWeights, warmup_steps: int,
-                   centre_prior: tuple):
+def _step_function(graphdef, learning_rate: float, ramp_steps: int, weights: losses_lib.LossWeights,
+                   warmup_steps: int, centre_prior: tuple):
   """(optimiser, jitted step) for one architecture and setting, built once so
   clips of the same shape reuse one compilation."""
-  tx = optax.adam(learning_rate)
+  tx = optax.adam(optax.linear_schedule(0.0, learning_rate, ramp_steps) if ramp_steps else learning_rate)
 
   @jax.jit
   def step_fn(params, opt_state, batch, step):
