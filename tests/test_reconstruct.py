@@ -170,7 +170,7 @@ def test_stitch_recovers_trajectory_from_windows_in_their_own_frames():
 def test_long_clip_stitches_without_jumps():
   """A 1,000-frame clip runs in windows; camera steps at window borders are like
   the steps inside windows, and the trajectory follows the truth."""
-  cfg = synthetic.SyntheticConfig(num_frames=(1000, 1000), grid_size=4, query_stride=50, families=("static",),
+  cfg = synthetic.SyntheticConfig(num_frames=(1000, 1000), grid_size=4, query_stride=100, families=("static",),
                                   camera_paths=("orbit",))
   c = synthetic.generate_clip(cfg, 0, 0)
   rec = reconstruct.reconstruct(c, batch_size=16)
