@@ -54,6 +54,8 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
     weights: loss weights.
     warmup_steps: steps with the camera warm-up term on (for a fresh network).
     progress: show a progress bar.
+    lr_warmup_fraction: fraction of `steps` over which the step size ramps
+      linearly from 0 (keeps Adam's first steps from raising the loss).
 
   Returns:
     FinetuneResult with a new network holding the parameters of lowest loss.
