@@ -10,7 +10,11 @@ or validation), each clip cut to `--num_frames` frames and `--num_tracks` tracks
   optimisation    the same unsupervised losses optimised per clip from scratch
                   (a fresh network, Adam, `--opt_steps` steps, best state kept), on
                   the first `--opt_clips` clips of each group (slow on CPU)
-Groups: the five synthetic families and the CMU-mocap sequences (projected with
+Groups: the five synthetic families; the same synthetic clips pooled by camera
+motion, `parallax` (orbit, dolly, handheld: depth is observable from the tracks)
+and `no parallax` (pan, static camera: no geometric method can recover depth, so
+constant depth is the ceiling there; no optimisation rows: the clips are the
+families'); and the CMU-mocap sequences (projected with
 a perspective camera that follows the file's rotating virtual camera; skipped
 with a message when ../shared/data/nrsfm is absent).
 
@@ -33,6 +37,8 @@ from tracks4d.io import mocap_mat
 from tracks4d.training import checkpoint, data, evaluate, finetune
 
 
+NO_PARALLAX_CAMERAS = ("pan", "static")
+POOLED_GROUPS = ("parallax", "no parallax")
 METRICS = ("abs_rel", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel", "rpe_rot_deg")
 
 
@@ -40,12 +46,16 @@ def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int)
   """Held-out clips per group: each synthetic family, and mocap when available."""
   gen = synthetic.SyntheticConfig(num_frames=(num_frames, num_frames))
   sub = data.SubsampleConfig(min_frames=num_frames, max_frames=num_frames, num_tracks=num_tracks)
-  groups = {}
+  groups, by_motion = {}, {name: [] for name in POOLED_GROUPS}
   for fam in synthetic.FAMILIES:
     if fam == "mocap" and not mocap_mat.list_sequences():
       continue
-    groups[fam] = [data.subsample_clip(synthetic.generate_clip(gen, seed, i, family=fam),
-                                       np.random.default_rng([seed, i]), sub) for i in range(num_per_family)]
+    groups[fam] = []
+    for i in range(num_per_family):
+      clip, info = synthetic.generate_clip(gen, seed, i, family=fam, with_info=True)
+      groups[fam].append(data.subsample_clip(clip, np.random.default_rng([seed, i]), sub))
+      by_motion["no parallax" if info.camera in NO_PARALLAX_CAMERAS else "parallax"].append(groups[fam][-1])
+  groups.update({k: v for k, v in by_motion.items() if v})
   seqs = mocap_mat.list_sequences()
   if seqs:
     groups["nrsfm-mocap"] = [mocap_mat.mocap_to_tracks(mocap_mat.load_mocap(name), num_frames=num_frames)
@@ -90,7 +100,8 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
                              ("feed-forward", feed_forward(net), clips),
                              ("feed-forward (opt. subset)", feed_forward(net), clips[:opt_clips]),
                              ("optimisation", optimisation, clips[:opt_clips])):
-      if name.startswith(("feed-forward (opt", "optimisation")) and opt_clips <= 0:
+      # The pooled camera-motion groups re-use the family groups' clips: no second optimisation run.
+      if name.startswith(("feed-forward (opt", "optimisation")) and (opt_clips <= 0 or group in POOLED_GROUPS):
         continue
       scores = evaluate.evaluate(fn, subset)["all"]
       results[group][name] = {**scores, "seconds_per_clip": getattr(fn, "seconds", float("nan")),

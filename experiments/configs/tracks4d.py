@@ -41,7 +41,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.checkpoint_every = 250
   # Model: a named variant (tracks4d.model.config) plus overrides.
   c.model = ml_collections.ConfigDict({"variant": arg, "dtype": "float32", "attention": "chunked",
-                                       "chunk_size": 256})
+                                       "chunk_size": 256, "triangulate_static": True})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"

@@ -7,6 +7,10 @@ Variants (`model_config(name)`):
          under an hour (0.26 M parameters, 1 MB in fp32).
   peer   d 256, 3 blocks, 16 x 64 heads, MLP 2048, linear camera head: the size
          of TracksTo4D (NeurIPS 2024; about 12.8 M there, 12.66 M here).
+All three triangulate the static points from the predicted cameras
+(`triangulate_static`, model/triangulation.py); the peer predicts them directly,
+which a ModelConfig with `triangulate_static=False` reproduces (and checkpoints
+saved without the field load that way).
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ class ModelConfig:
       tracks; any backend), "full" (all scores at once) or "cudnn" (fused, GPU).
     chunk_size: query chunk of the chunked attention.
     dtype: compute dtype name ("float32" or "bfloat16"); parameters stay float32.
+    triangulate_static: replace the network's static points by their closed-form
+      triangulation under the predicted cameras (tracks4d/model/triangulation.py);
+      the network's points only act as the ridge prior.
+    triangulation_ridge: relative ridge weight of that triangulation.
   """
 
   dim: int = 128
@@ -52,6 +60,8 @@ class ModelConfig:
   attention: str = "chunked"
   chunk_size: int = 256
   dtype: str = "float32"
+  triangulate_static: bool = False
+  triangulation_ridge: float = 1e-3
 
   def __post_init__(self):
     for field in ("dim", "num_blocks", "num_heads", "head_dim", "mlp_dim", "num_freqs", "chunk_size"):
@@ -65,6 +75,8 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.attention: expected one of {ATTENTION_IMPLS}; got {self.attention!r}.")
     if self.dtype not in ("float32", "bfloat16"):
       raise ValueError(f"ModelConfig.dtype: expected 'float32' or 'bfloat16'; got {self.dtype!r}.")
+    if not self.triangulation_ridge > 0:
+      raise ValueError(f"ModelConfig.triangulation_ridge: expected > 0; got {self.triangulation_ridge}.")
     if self.head_dim % 2:
       raise ValueError(f"ModelConfig.head_dim: must be even for rotary time encoding; got {self.head_dim}.")
 
@@ -74,11 +86,14 @@ class ModelConfig:
 
 
 VARIANTS = {
-    "tiny": ModelConfig(dim=32, num_blocks=1, num_heads=2, head_dim=16, mlp_dim=64, num_bases=4, num_freqs=6),
-    "small": ModelConfig(dim=64, num_blocks=2, num_heads=4, head_dim=16, mlp_dim=256, num_bases=8),
+    "tiny": ModelConfig(dim=32, num_blocks=1, num_heads=2, head_dim=16, mlp_dim=64, num_bases=4, num_freqs=6,
+                        triangulate_static=True),
+    "small": ModelConfig(dim=64, num_blocks=2, num_heads=4, head_dim=16, mlp_dim=256, num_bases=8,
+                         triangulate_static=True),
     # The peer's per-frame head is a temporal convolution; ours is a linear read-out
     # of the (already time-attended) pooled features: 12.66 M parameters in all.
-    "peer": ModelConfig(dim=256, num_blocks=3, num_heads=16, head_dim=64, mlp_dim=2048, num_bases=12, head_layers=0),
+    "peer": ModelConfig(dim=256, num_blocks=3, num_heads=16, head_dim=64, mlp_dim=2048, num_bases=12, head_layers=0,
+                        triangulate_static=True),
 }
 
 

@@ -12,7 +12,9 @@ Heads (REFERENCE.md section 1, without the peer's circular time convolution):
     c_t (3), focal factor (1), K-1 basis coefficients (the first fixed to 1),
     6D rotation (6); initialised at the camera prior (identity, centre_prior).
   per track: masked mean over time -> basis B_j (3 x K) and movement level
-    gamma_j = ELU(.) + 1 + 1e-5.
+    gamma_j = ELU(.) + 1 + 1e-5. With `triangulate_static`, the static point
+    B_j^0 is the closed-form triangulation of the track under the predicted
+    cameras, with the head's point as ridge prior (model/triangulation.py).
 
 Shapes: b batch, t frames, n tracks, d width, k bases.
 """
@@ -27,6 +29,7 @@ from flax import nnx
 from tracks4d.model.attention import TransformerLayer
 from tracks4d.model.config import ModelConfig
 from tracks4d.model.outputs import RawOutputs
+from tracks4d.model.triangulation import triangulate_static
 
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -122,4 +125,7 @@ class Tracks4DNet(nnx.Module):
     g = self.track_head(self.track_norm(masked_mean(x, valid, axis=1)))  # (b, n, 3k + 1)
     bases = einops.rearrange(g[..., :3 * k], "b n (xyz k) -> b n xyz k", xyz=3)
     gamma = jax.nn.elu(g[..., -1]) + 1.0 + 1e-5
+    if cfg.triangulate_static:
+      static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], cfg.triangulation_ridge)
+      bases = bases.at[..., 0].set(static)
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma)

@@ -49,7 +49,7 @@ def parse_config(config) -> RunSettings:
       a batch that does not split over the devices, or an unknown data source.
   """
   m = config.model
-  model_cfg = model_lib.model_config(m.variant, dtype=m.dtype, attention=m.attention, chunk_size=m.chunk_size)
+  model_cfg = model_lib.model_config(m.variant, **{k: v for k, v in m.items() if k != "variant"})
   d = config.data
   if d.source not in ("synthetic", "dataset"):
     raise ValueError(f"data.source: expected 'synthetic' or 'dataset'; got {d.source!r}.")
