@@ -53,8 +53,13 @@ def triangulate_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array
   rows = jnp.stack([focal * axis(0) - xy_norm[..., 0:1] * axis(2),
                     focal * axis(1) - xy_norm[..., 1:2] * axis(2)], axis=-2)  # (b, t, n, 2, 3)
   rows = rows * valid[..., None, None].astype(rows.dtype)
+  # Solve for X - o, o = each track's mean camera centre over its valid frames:
+  # small right-hand sides, so float32 rounding is not magnified by the solve.
+  w = valid.astype(rows.dtype)
+  origin = jnp.einsum("btn,btj->bnj", w, centre) / jnp.maximum(w.sum(1), 1.0)[..., None]  # (b, n, 3)
+  offset = centre[:, :, None, :] - origin[:, None]  # (b, t, n, 3)
   normal = jnp.einsum("btnri,btnrj->bnij", rows, rows)  # (b, n, 3, 3)
-  rhs = jnp.einsum("btnri,btnrj,btj->bni", rows, rows, centre)  # (b, n, 3)
+  rhs = jnp.einsum("btnri,btnrj,btnj->bni", rows, rows, offset)  # (b, n, 3)
   lam = ridge * jnp.trace(normal, axis1=-2, axis2=-1) / 3.0 + 1e-8  # (b, n)
   system = normal + lam[..., None, None] * jnp.eye(3, dtype=normal.dtype)
-  return jnp.linalg.solve(system, (rhs + lam[..., None] * prior)[..., None])[..., 0]
+  return origin + jnp.linalg.solve(system, (rhs + lam[..., None] * (prior - origin))[..., None])[..., 0]
