@@ -123,9 +123,10 @@ def test_nan_loss_stops_with_step_and_clips_after_checkpoint(tmp_path, monkeypat
   assert (tmp_path / "w" / "checkpoints" / "latest" / "2").is_dir()
 
 
-def test_killed_run_resumes_to_identical_parameters(tmp_path):
-  clean, killed = tmp_path / "clean", tmp_path / "killed"
-  subprocess.run(train_cmd(clean), cwd=REPO, env=ENV, check=True, capture_output=True, timeout=300)
+def test_killed_run_resumes_to_identical_parameters(finished_run, tmp_path):
+  """The command line run is killed mid-way (SIGKILL), then resumed; it ends with
+  the parameters of the uninterrupted run (the module's finished run, same config)."""
+  clean, killed = finished_run[0], tmp_path / "killed"
   proc = subprocess.Popen(train_cmd(killed), cwd=REPO, env=ENV, stdout=subprocess.DEVNULL,
                           stderr=subprocess.DEVNULL)
   latest = killed / "checkpoints" / "latest"
@@ -138,7 +139,8 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
   proc.wait()
   steps = [int(p.name) for p in latest.iterdir() if p.name.isdigit()]
   assert steps and max(steps) < 6, f"the run was not interrupted mid-way: {steps}"
-  subprocess.run(train_cmd(killed), cwd=REPO, env=ENV, check=True, capture_output=True, timeout=300)
+  result = loop.train_and_evaluate(tiny(), str(killed), progress=False)
+  assert result["step"] == 6
   a, b = params_of(clean), params_of(killed)
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
