@@ -5,8 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from tracks4d import geometry, synthetic
+from tracks4d import tracks as tracks_lib
 from tracks4d.model.triangulation import triangulate_static
 from tracks4d.synthetic.sampling import TrackerNoise
 
@@ -70,3 +72,31 @@ def test_gradients_are_finite_when_all_cameras_coincide():
 
   g = jax.grad(f)(jnp.zeros((1, t, 3)))
   assert np.isfinite(np.asarray(g)).all()
+
+
+def test_per_track_ridge_keeps_the_prior_only_where_it_is_large():
+  """A (b, n) ridge (what `triangulation_gamma_ref` builds from gamma): tracks with a
+  large ridge keep the prior, the others are triangulated as with a scalar ridge."""
+  clip = synthetic.generate_clip(CLEAN, seed=3, index=0, family="static", camera="orbit")
+  rot6d, centre = _cameras(clip.gt.w2c)
+  xy = geometry.pixels_to_normalized(jnp.asarray(clip.xy_px), jnp.asarray(clip.intrinsics))[None]
+  valid = jnp.asarray(clip.visible)[None]
+  prior = jnp.asarray(np.asarray(clip.gt.xyz_world)[0][None] + 0.5, jnp.float32)
+  large = np.arange(clip.num_tracks) % 2 == 0
+  ridge = jnp.asarray(np.where(large, 1e4, 1e-7)[None], jnp.float32)
+  args = (rot6d, centre, jnp.zeros((1, clip.num_frames)), xy, valid, prior)
+  per_track = np.asarray(triangulate_static(*args, ridge))[0]
+  scalar = np.asarray(triangulate_static(*args, 1e-7))[0]
+  np.testing.assert_allclose(per_track[large], np.asarray(prior)[0][large], rtol=0, atol=1e-3)
+  np.testing.assert_allclose(per_track[~large], scalar[~large], rtol=1e-4, atol=1e-4)
+
+
+def test_gamma_ref_option_builds_and_validates():
+  from tracks4d import model
+
+  with pytest.raises(ValueError, match="triangulation_gamma_ref"):
+    model.model_config("tiny", triangulation_gamma_ref=-1.0)
+  net = model.create_model("tiny", seed=0, triangulation_gamma_ref=0.01)
+  batch = tracks_lib.batch_tracks([synthetic.generate_clip(CLEAN, seed=3, index=0)])
+  out = model.forward(net, jax.tree.map(jnp.asarray, batch))
+  assert np.isfinite(np.asarray(out.raw.bases)).all()

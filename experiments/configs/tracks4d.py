@@ -15,6 +15,8 @@ Variants (`:arg`):
          checkpoint (tracks4d/pretrained/small) is this run; see its MODEL_CARD.md.
          `--config.model.triangulate_static=False` is the peer's parameterisation
          (the previous shipped model: AbsRel 0.424 at step 1,400).
+         `--config.model.triangulation_gamma_ref=0.01` lets moving tracks (large
+         gamma) keep the network's static point; not yet trained or evaluated.
   peer   the TracksTo4D-sized model (12.66 M parameters); for accelerators.
   tiny   for CPU tests: 28 k parameters, 6-frame clips, a few steps, seconds.
 
@@ -43,7 +45,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.checkpoint_every = 250
   # Model: a named variant (tracks4d.model.config) plus overrides.
   c.model = ml_collections.ConfigDict({"variant": arg, "dtype": "float32", "attention": "chunked",
-                                       "chunk_size": 256, "triangulate_static": True})
+                                       "chunk_size": 256, "triangulate_static": True,
+                                       "triangulation_gamma_ref": 0.0})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"

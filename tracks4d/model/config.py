@@ -45,6 +45,11 @@ class ModelConfig:
       triangulation under the predicted cameras (tracks4d/model/triangulation.py);
       the network's points only act as the ridge prior.
     triangulation_ridge: relative ridge weight of that triangulation.
+    triangulation_gamma_ref: when > 0, the ridge of track j grows as
+      1 + (gamma_j / triangulation_gamma_ref)^2 (gamma under stop-gradient): a moving
+      track's observations are down-weighted like its static residuals, so it keeps
+      the network's point instead of a least-squares point that explains nothing.
+      0 (default): the same ridge for every track.
   """
 
   dim: int = 128
@@ -62,6 +67,7 @@ class ModelConfig:
   dtype: str = "float32"
   triangulate_static: bool = False
   triangulation_ridge: float = 1e-3
+  triangulation_gamma_ref: float = 0.0
 
   def __post_init__(self):
     for field in ("dim", "num_blocks", "num_heads", "head_dim", "mlp_dim", "num_freqs", "chunk_size"):
@@ -77,6 +83,8 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.dtype: expected 'float32' or 'bfloat16'; got {self.dtype!r}.")
     if not self.triangulation_ridge > 0:
       raise ValueError(f"ModelConfig.triangulation_ridge: expected > 0; got {self.triangulation_ridge}.")
+    if not self.triangulation_gamma_ref >= 0:
+      raise ValueError(f"ModelConfig.triangulation_gamma_ref: expected >= 0; got {self.triangulation_gamma_ref}.")
     if self.head_dim % 2:
       raise ValueError(f"ModelConfig.head_dim: must be even for rotary time encoding; got {self.head_dim}.")
 

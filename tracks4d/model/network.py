@@ -126,6 +126,9 @@ class Tracks4DNet(nnx.Module):
     bases = einops.rearrange(g[..., :3 * k], "b n (xyz k) -> b n xyz k", xyz=3)
     gamma = jax.nn.elu(g[..., -1]) + 1.0 + 1e-5
     if cfg.triangulate_static:
-      static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], cfg.triangulation_ridge)
+      ridge = jnp.full(gamma.shape, cfg.triangulation_ridge)  # (b, n)
+      if cfg.triangulation_gamma_ref > 0:
+        ridge = ridge * (1.0 + (jax.lax.stop_gradient(gamma) / cfg.triangulation_gamma_ref) ** 2)
+      static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
       bases = bases.at[..., 0].set(static)
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma)

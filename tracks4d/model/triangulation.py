@@ -39,7 +39,7 @@ def triangulate_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array
     xy_norm: (b, t, n, 2) observations, normalised camera coordinates.
     valid: (b, t, n) bool, the observations to use (visible, real frame and track).
     prior: (b, n, 3) the points the ridge pulls towards (the network's).
-    ridge: relative ridge weight (> 0).
+    ridge: relative ridge weight (> 0): a float, or (b, n) per track.
 
   Returns:
     (b, n, 3) static points, world frame; `prior` for tracks with no valid entry.
@@ -60,6 +60,6 @@ def triangulate_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array
   offset = centre[:, :, None, :] - origin[:, None]  # (b, t, n, 3)
   normal = jnp.einsum("btnri,btnrj->bnij", rows, rows)  # (b, n, 3, 3)
   rhs = jnp.einsum("btnri,btnrj,btnj->bni", rows, rows, offset)  # (b, n, 3)
-  lam = ridge * jnp.trace(normal, axis1=-2, axis2=-1) / 3.0 + 1e-8  # (b, n)
+  lam = jnp.asarray(ridge, normal.dtype) * jnp.trace(normal, axis1=-2, axis2=-1) / 3.0 + 1e-8  # (b, n)
   system = normal + lam[..., None, None] * jnp.eye(3, dtype=normal.dtype)
   return origin + jnp.linalg.solve(system, (rhs + lam[..., None] * (prior - origin))[..., None])[..., 0]
