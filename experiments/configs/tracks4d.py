@@ -16,7 +16,9 @@ Variants (`:arg`):
          `--config.model.triangulate_static=False` is the peer's parameterisation
          (the previous shipped model: AbsRel 0.424 at step 1,400).
          `--config.model.triangulation_gamma_ref=0.01` lets moving tracks (large
-         gamma) keep the network's static point; not yet trained or evaluated.
+         gamma) keep the network's static point: tried (workdirs/small_gr), final
+         validation AbsRel 0.414 (0.264 on moving points) vs 0.313 (0.547); worse
+         overall, see BENCHMARKS.md.
   peer   the TracksTo4D-sized model (12.66 M parameters); for accelerators.
   tiny   for CPU tests: 28 k parameters, 6-frame clips, a few steps, seconds.
 
