@@ -75,13 +75,11 @@ def triangulate_static(w2c: np.ndarray, K: np.ndarray, xy_px: np.ndarray, valid:
   h = vt[:, -1]  # (n, 4)
   with np.errstate(divide="ignore", invalid="ignore"):
     xyz = h[:, :3] / h[:, 3:4]
-  xyz = _refine(_starts(xyz, w2c, xn, valid), w2c, K, xy, valid, steps=refine_steps)
-  cam = geometry.transform_points(w2c, xyz)
+  xyz, sq_err = _refine(_starts(xyz, w2c, xn, valid), w2c, K, xy, valid, steps=refine_steps)
   count = valid.sum(0)
-  in_front = np.where(valid, cam[..., 2] > geometry.MIN_DEPTH, True).all(0)
-  ok = (count >= 2) & np.isfinite(xyz).all(-1) & in_front
-  with np.errstate(invalid="ignore", divide="ignore"):
-    rms = np.sqrt(_sq_err(xyz, w2c, K, xy, valid) / np.maximum(count, 1))
+  ok = (count >= 2) & np.isfinite(sq_err)  # finite: the point is in front of every camera that sees it
+  with np.errstate(invalid="ignore"):
+    rms = np.sqrt(sq_err / np.maximum(count, 1))
   return StaticFit(xyz_world=np.where(ok[:, None], xyz, np.nan), rms_px=np.where(ok, rms, np.nan), ok=ok)
 
 
@@ -93,11 +91,10 @@ def _starts(dlt, w2c, xn, valid, depth_factors=(0.3, 1.0, 3.0)):
   in_front = np.isfinite(dlt).all(-1) & np.where(valid, cam[..., 2] > geometry.MIN_DEPTH, True).all(0)
   depths = np.where(valid, cam[..., 2], np.nan)[:, in_front]
   scale = float(np.nanmedian(depths)) if np.isfinite(depths).any() else 1.0
-  t = valid.shape[0]
   rank = np.cumsum(valid, 0)  # (t, n) visible frames up to and including t
   middle = np.argmax(rank >= np.maximum((valid.sum(0) + 1) // 2, 1), 0)  # (n,)
   ray = np.concatenate([xn[middle, np.arange(xn.shape[1])], np.ones((xn.shape[1], 1))], -1)  # (n, 3)
-  c2w = geometry.invert_pose(w2c)[np.minimum(middle, t - 1)]  # (n, 4, 4)
+  c2w = geometry.invert_pose(w2c)[middle]  # (n, 4, 4)
   starts = [np.where(np.isfinite(dlt), dlt, 0.0)]
   for f in depth_factors:
     starts.append(np.einsum("nij,nj->ni", c2w[:, :3, :3], ray * f * scale) + c2w[:, :3, 3])
@@ -113,8 +110,9 @@ def _sq_err(xyz, w2c, K, xy, valid):
 def _refine(starts, w2c, K, xy, valid, steps: int):
   """Levenberg-Marquardt on the pixel error of each static point from each of
   the starts (c, n, 3), all at once (a step is kept only where it lowers the
-  error); returns (n, 3), per track the end point with the least error among
-  those in front of every camera that sees the track."""
+  error). Returns per track the end point (n, 3) with the least error among
+  those in front of every camera that sees the track, and that summed squared
+  error (n,) (inf where no end point is in front)."""
   c, n = starts.shape[:2]
   xyz = einops.rearrange(starts, "c n d -> (c n) d")
   xy = einops.repeat(xy, "t n d -> t (c n) d", c=c)
@@ -148,7 +146,7 @@ def _refine(starts, w2c, K, xy, valid, steps: int):
   in_front = np.where(valid, cam[..., 2] > geometry.MIN_DEPTH, True).all(0)
   cost = einops.rearrange(np.where(in_front & np.isfinite(cost), cost, np.inf), "(c n) -> c n", c=c)
   best = np.argmin(cost, 0)  # (n,)
-  return einops.rearrange(xyz, "(c n) d -> c n d", c=c)[best, np.arange(n)]
+  return einops.rearrange(xyz, "(c n) d -> c n d", c=c)[best, np.arange(n)], cost[best, np.arange(n)]
 
 
 def movement_threshold(rms_px: np.ndarray, min_px: float = 2.0, factor: float = 3.0) -> float:
