@@ -85,6 +85,19 @@ def test_config_errors_name_the_setting():
     synthetic.SyntheticConfig(camera_paths=("drone",))
   with pytest.raises(ValueError, match="unknown settings"):
     synthetic.SyntheticConfig.from_dict({"grid": 3})
+  with pytest.raises(ValueError, match="orbit_deg"):
+    synthetic.SyntheticConfig(orbit_deg=(90.0, 30.0))
+
+
+@pytest.mark.parametrize("orbit_deg", [(30.0, 30.0), (100.0, 100.0)])
+def test_orbit_sweeps_the_configured_azimuth(orbit_deg):
+  """An orbiting camera turns by `orbit_deg` about the vertical over the clip (the
+  jitter on its position and look-at point adds a few degrees)."""
+  cfg = dataclasses.replace(CLEAN, orbit_deg=orbit_deg)
+  c = synthetic.generate_clip(cfg, seed=3, index=0, family="static", camera="orbit")
+  axes = geometry.invert_pose(c.gt.w2c)[:, :3, 2]  # (t, 3) viewing directions, world frame
+  heading = np.unwrap(np.arctan2(axes[:, 0], axes[:, 2]))
+  assert abs(np.rad2deg(abs(heading[-1] - heading[0])) - orbit_deg[0]) < 8.0
 
 
 def test_max_tracks_bounds_every_clip():

@@ -76,6 +76,25 @@ def test_other_config_in_workdir_is_refused(finished_run):
     loop.train_and_evaluate(config, str(workdir), progress=False)
 
 
+def test_init_from_starts_from_a_saved_model(finished_run, tmp_path):
+  """`init_from` copies a model's parameters (fine-tuning); another architecture
+  or a folder without a model is refused, naming the setting."""
+  workdir, _ = finished_run
+  config = tiny()
+  net = loop.model_lib.create_model(loop.parse_config(config).model, seed=123)
+  loop.init_params(net, str(workdir / "model"))
+  from flax import nnx
+
+  got = jax.tree.map(np.asarray, nnx.state(net, nnx.Param))
+  jax.tree.map(np.testing.assert_array_equal, got, params_of(workdir))
+  bigger = loop.model_lib.create_model("tiny", seed=0, dim=48)
+  with pytest.raises(ValueError, match="init_from: .* another architecture"):
+    loop.init_params(bigger, str(workdir / "model"))
+  config.init_from = str(tmp_path / "nothing")
+  with pytest.raises(ValueError, match="init_from: .*not a tracks4d model folder"):
+    loop.train_and_evaluate(config, str(tmp_path / "w"), progress=False)
+
+
 @pytest.mark.parametrize(
     "edit, match",
     [

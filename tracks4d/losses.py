@@ -8,6 +8,12 @@ normalised image coordinates:
   sparsity      mean |B_j^k| / stopgrad(gamma_j) over k >= 1 and real tracks  weight 0.001
   warm-up       mean |c_t - centre_prior|^2 + |R_t - I|^2 over real frames, while
                 warming up (weight 1 then, 0 after)
+  static prior  mean log(g_j + r^2 / g_j), r = |p_prior - x|, g = stopgrad(gamma):
+                the static loss of the network's own static point (the
+                triangulation's ridge prior) under stop-gradient cameras.
+                Weight 0 by default (the peer has no such term). With
+                `triangulate_static` it trains the point that tracks without
+                parallax, or moving ones, fall back to.
 
 Shapes: b batch, t frames, n tracks.
 """
@@ -33,6 +39,7 @@ class LossWeights:
   negative_depth: float = 1.0
   sparsity: float = 0.001
   warmup: float = 1.0
+  static_prior: float = 0.0
 
 
 @flax.struct.dataclass
@@ -45,6 +52,7 @@ class Losses:
   negative_depth: jax.Array
   sparsity: jax.Array
   warmup: jax.Array
+  static_prior: jax.Array
 
 
 def _masked_mean(x, mask):
@@ -75,6 +83,9 @@ def unsupervised_losses(pred: Prediction, tracks, weights: LossWeights = LossWei
   gamma = pred.raw.gamma[:, None, :]  # (b, 1, n)
   r2 = ((pred.xy_static - x) ** 2).sum(-1)
   static = _masked_mean(jnp.log(gamma + r2 / gamma), valid)
+  g = jax.lax.stop_gradient(gamma)
+  r2_prior = ((pred.xy_prior - x) ** 2).sum(-1)
+  static_prior = _masked_mean(jnp.log(g + r2_prior / g), valid)
   # sqrt with a floor keeps the gradient finite at a perfect fit.
   dynamic = _masked_mean(jnp.sqrt(((pred.xy_dynamic - x) ** 2).sum(-1) + 1e-12), valid)
   neg = jax.nn.relu(-pred.depth) + jax.nn.relu(-pred.depth_static)
@@ -87,6 +98,6 @@ def unsupervised_losses(pred: Prediction, tracks, weights: LossWeights = LossWei
   warmup = _masked_mean(cam_err, tracks.frame_mask)
   on = jnp.asarray(warmup_on, jnp.float32)
   total = (weights.static * static + weights.dynamic * dynamic + weights.negative_depth * negative_depth
-           + weights.sparsity * sparsity + on * weights.warmup * warmup)
+           + weights.sparsity * sparsity + on * weights.warmup * warmup + weights.static_prior * static_prior)
   return Losses(total=total, static=static, dynamic=dynamic, negative_depth=negative_depth, sparsity=sparsity,
-                warmup=warmup)
+                warmup=warmup, static_prior=static_prior)

@@ -37,6 +37,7 @@ def generator_config() -> ml_collections.ConfigDict:
       "cells_per_side": 48,
       "min_depth": 0.05,
       "mocap_dir": "",
+      "orbit_deg": (20.0, 70.0),
   })
 
 

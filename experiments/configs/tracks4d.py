@@ -41,13 +41,15 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
     raise ValueError(f"tracks4d config: unknown variant {arg!r}; expected one of ['peer', 'small', 'tiny'].")
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # A model folder (e.g. tracks4d/pretrained/small) whose parameters start the run.
+  c.init_from = ""
   c.num_steps = 20_000
   c.batch_size = 8
   c.log_every = 50
   c.checkpoint_every = 250
   # Model: a named variant (tracks4d.model.config) plus overrides.
   c.model = ml_collections.ConfigDict({"variant": arg, "dtype": "float32", "attention": "chunked",
-                                       "chunk_size": 256, "triangulate_static": True,
+                                       "chunk_size": 256, "triangulate_static": True, "triangulation_ridge": 1e-3,
                                        "triangulation_gamma_ref": 0.0})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
@@ -59,7 +61,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.optimizer = ml_collections.ConfigDict({"learning_rate": 3e-4, "warmup_steps": 200, "end_lr_factor": 0.05,
                                            "weight_decay": 0.0, "clip_norm": 1.0})
   c.loss = ml_collections.ConfigDict({"static": 1.0, "dynamic": 50.0, "negative_depth": 1.0, "sparsity": 0.001,
-                                      "warmup": 1.0, "warmup_steps": 100})
+                                      "warmup": 1.0, "warmup_steps": 100,
+                                      "static_prior": 0.0})
   # Validation on held-out synthetic clips (seed disjoint from training clips).
   c.eval = ml_collections.ConfigDict({"every": 1000, "num_clips": 48, "seed": 1_000_003, "batch_size": 8})
   if arg == "small":  # Sized for a 2-core CPU.

@@ -125,10 +125,13 @@ class Tracks4DNet(nnx.Module):
     g = self.track_head(self.track_norm(masked_mean(x, valid, axis=1)))  # (b, n, 3k + 1)
     bases = einops.rearrange(g[..., :3 * k], "b n (xyz k) -> b n xyz k", xyz=3)
     gamma = jax.nn.elu(g[..., -1]) + 1.0 + 1e-5
+    prior_static = None
     if cfg.triangulate_static:
+      prior_static = bases[..., 0]
       ridge = jnp.full(gamma.shape, cfg.triangulation_ridge)  # (b, n)
       if cfg.triangulation_gamma_ref > 0:
         ridge = ridge * (1.0 + (jax.lax.stop_gradient(gamma) / cfg.triangulation_gamma_ref) ** 2)
       static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
       bases = bases.at[..., 0].set(static)
-    return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma)
+    return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,
+                      prior_static=prior_static)

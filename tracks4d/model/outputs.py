@@ -36,6 +36,9 @@ class RawOutputs:
     coeff: (b, t, k) basis coefficients, coeff[..., 0] == 1.
     bases: (b, n, 3, k) per-track bases; bases[..., 0] is the static point.
     gamma: (b, n) movement level (> 0): the residual scale of the static fit.
+    prior_static: (b, n, 3) the network's own static point, or None when it is
+      bases[..., 0] (with `triangulate_static`, bases[..., 0] is the triangulated
+      point and this is its ridge prior).
   """
 
   rot6d: jax.Array
@@ -44,6 +47,7 @@ class RawOutputs:
   coeff: jax.Array
   bases: jax.Array
   gamma: jax.Array
+  prior_static: jax.Array | None = None
 
 
 @flax.struct.dataclass
@@ -59,6 +63,8 @@ class Prediction:
     xy_static: (b, t, n, 2) projection of the static points B^0 (normalised).
     xy_dynamic: (b, t, n, 2) projection of the full model, stop-gradient cameras.
     depth_static: (b, t, n) camera depth of B^0.
+    xy_prior: (b, t, n, 2) projection of the network's own static point
+      (`raw.prior_static`, else B^0) by the stop-gradient cameras (normalised).
   """
 
   raw: RawOutputs
@@ -69,6 +75,7 @@ class Prediction:
   xy_static: jax.Array
   xy_dynamic: jax.Array
   depth_static: jax.Array
+  xy_prior: jax.Array
 
   @property
   def w2c(self) -> jax.Array:
@@ -102,6 +109,8 @@ def decode(raw: RawOutputs) -> Prediction:
   cam_dynamic = _to_camera(sg(rot), sg(raw.centre), xyz_dyn_sg)
   xyz_world = static[:, None] + motion
   xyz_cam = _to_camera(rot, raw.centre, xyz_world)
+  prior = static if raw.prior_static is None else raw.prior_static
+  cam_prior = _to_camera(sg(rot), sg(raw.centre), prior[:, None])
   return Prediction(
       raw=raw,
       c2w=geometry.make_pose(rot, raw.centre),
@@ -111,4 +120,5 @@ def decode(raw: RawOutputs) -> Prediction:
       xy_static=_project(cam_static, focal),
       xy_dynamic=_project(cam_dynamic, sg(focal)),
       depth_static=cam_static[..., 2],
+      xy_prior=_project(cam_prior, sg(focal)),
   )

@@ -26,7 +26,8 @@ def _eye(target: np.ndarray, distance, azimuth, elevation) -> np.ndarray:
   )
 
 
-def camera_path(rng: np.random.Generator, kind: str, t: int, target: np.ndarray, distance: float) -> np.ndarray:
+def camera_path(rng: np.random.Generator, kind: str, t: int, target: np.ndarray, distance: float,
+                orbit_deg: tuple[float, float] = (20.0, 70.0)) -> np.ndarray:
   """A camera path of the given kind.
 
   Args:
@@ -36,6 +37,7 @@ def camera_path(rng: np.random.Generator, kind: str, t: int, target: np.ndarray,
     t: number of frames.
     target: (3,) point the camera looks at, world frame.
     distance: camera distance from the target at the start.
+    orbit_deg: (min, max) azimuth an orbit sweeps over the clip, degrees.
 
   Returns:
     (t, 4, 4) world-to-camera poses.
@@ -56,7 +58,7 @@ def camera_path(rng: np.random.Generator, kind: str, t: int, target: np.ndarray,
     jitter = 0.03
     azimuth = az0 + np.deg2rad(rng.uniform(-8, 8)) * s
   elif kind == "orbit":
-    azimuth = az0 + np.deg2rad(rng.uniform(20, 70)) * rng.choice([-1, 1]) * s
+    azimuth = az0 + np.deg2rad(rng.uniform(*orbit_deg)) * rng.choice([-1, 1]) * s
     elevation = elevation + np.deg2rad(rng.uniform(-10, 10)) * s
     jitter = 0.01
   elif kind == "dolly":

@@ -43,6 +43,8 @@ class SyntheticConfig:
     mocap_dir: folder of the mocap .mat files (family 'mocap'); None uses
       ../shared/data/nrsfm or $TRACKS4D_NRSFM_DIR. Missing data drops the family
       with a warning.
+    orbit_deg: (min, max) azimuth, in degrees, that an orbiting camera sweeps
+      over a clip, drawn uniformly.
   """
 
   num_frames: tuple[int, int] = (24, 50)
@@ -54,6 +56,7 @@ class SyntheticConfig:
   cells_per_side: int = 48
   min_depth: float = 0.05
   mocap_dir: str | None = None
+  orbit_deg: tuple[float, float] = (20.0, 70.0)
 
   @classmethod
   def from_dict(cls, d) -> "SyntheticConfig":
@@ -64,7 +67,7 @@ class SyntheticConfig:
       raise ValueError(f"SyntheticConfig: unknown settings {sorted(unknown)}.")
     if "noise" in d:
       d["noise"] = TrackerNoise(**dict(d["noise"]))
-    for key in ("num_frames", "families", "camera_paths"):
+    for key in ("num_frames", "families", "camera_paths", "orbit_deg"):
       if key in d:
         d[key] = tuple(d[key])
     d["mocap_dir"] = d.get("mocap_dir") or None
@@ -81,6 +84,9 @@ class SyntheticConfig:
     lo, hi = self.num_frames
     if not 2 <= lo <= hi:
       raise ValueError(f"SyntheticConfig.num_frames: expected (min, max) with 2 <= min <= max; got {self.num_frames}.")
+    if not 0 <= self.orbit_deg[0] <= self.orbit_deg[1] <= 360:
+      raise ValueError(f"SyntheticConfig.orbit_deg: expected (min, max) with 0 <= min <= max <= 360; "
+                       f"got {self.orbit_deg}.")
     if self.grid_size < 1:
       raise ValueError(f"SyntheticConfig.grid_size: expected >= 1; got {self.grid_size}.")
     if self.query_stride < 1:
@@ -142,7 +148,8 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
   family = family or fams[rng.integers(len(fams))]
   camera = camera or cfg.camera_paths[rng.integers(len(cfg.camera_paths))]
   t = int(rng.integers(cfg.num_frames[0], cfg.num_frames[1] + 1))
-  scene = make_scene(rng, t, family, camera, cells_per_side=cfg.cells_per_side, mocap_dir=mocap_dir)
+  scene = make_scene(rng, t, family, camera, cells_per_side=cfg.cells_per_side, mocap_dir=mocap_dir,
+                     orbit_deg=cfg.orbit_deg)
   h, w = scene.image_hw
   cell_px = max(h, w) / cfg.cells_per_side
   frames = sampling.query_frames(t, cfg.query_stride)

@@ -110,7 +110,8 @@ def _points_for(area: float, depth: float, f_px: float, cell_px: float, density:
 
 
 def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells_per_side: int = 48,
-               mocap_dir: Path | None = None, density: float = 3.0, max_points_per_object: int = 6000) -> Scene:
+               mocap_dir: Path | None = None, density: float = 3.0, max_points_per_object: int = 6000,
+               orbit_deg: tuple[float, float] = (20.0, 70.0)) -> Scene:
   """Samples one random scene of a family with a camera path.
 
   Args:
@@ -123,6 +124,7 @@ def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells
     mocap_dir: where the mocap .mat files are (family 'mocap').
     density: points per z-buffer cell on a surface seen face-on.
     max_points_per_object: cap on any object's point count.
+    orbit_deg: (min, max) azimuth an orbiting camera sweeps over the clip, degrees.
 
   Returns:
     A `Scene`.
@@ -136,7 +138,7 @@ def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells
   cell_px = max(image_hw) / cells_per_side
   distance = scale * rng.uniform(4.0, 8.0)
   target = np.array([0.0, -scale * rng.uniform(0.3, 0.8), 0.0])
-  w2c = camera_path(rng, camera, t, target, distance)
+  w2c = camera_path(rng, camera, t, target, distance, orbit_deg)
   eyes = geometry.camera_centers(w2c)
   # The room always encloses the camera path (walls are seen from inside only).
   room = surfaces.Room(

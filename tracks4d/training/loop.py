@@ -109,6 +109,28 @@ def make_eval_clips(settings: RunSettings, config) -> tuple[list, list[str]]:
   return clips, fams
 
 
+def init_params(net: model_lib.Tracks4DNet, model_dir: str) -> None:
+  """Overwrites `net`'s parameters with those of a saved model (fine-tuning).
+
+  Only the parameters are taken: the run's own model settings (e.g. the
+  triangulation ridge) stay. A run that resumes restores its checkpoint over them.
+
+  Raises:
+    ValueError: naming `init_from` when the folder holds no model or its
+      parameter shapes differ from the configured architecture.
+  """
+  try:
+    source = checkpoint.load_model(model_dir)
+  except ValueError as e:
+    raise ValueError(f"init_from: {e}") from e
+  want, got = nnx.state(net, nnx.Param), nnx.state(source, nnx.Param)
+  shapes = lambda tree: jax.tree.map(lambda a: tuple(a.shape), tree)
+  if jax.tree.structure(want) != jax.tree.structure(got) or shapes(want) != shapes(got):
+    raise ValueError(f"init_from: {model_dir} holds a model of another architecture ({source.cfg}) than the "
+                     f"configured one ({net.cfg}).")
+  nnx.update(net, got)
+
+
 def train_and_evaluate(config, workdir: str, progress: bool = True) -> dict:
   """Trains (or resumes) a run; returns the last validation scores.
 
@@ -133,6 +155,8 @@ def train_and_evaluate(config, workdir: str, progress: bool = True) -> dict:
     checkpoint.check_config_matches(workdir, config.to_dict())
   mesh = step_lib.make_mesh()
   net = model_lib.create_model(settings.model, seed=config.seed)
+  if config.init_from:
+    init_params(net, config.init_from)
   tx = step_lib.make_optimizer(settings.optimizer, config.num_steps)
   graphdef, state = step_lib.init_state(net, tx)
   train_step = step_lib.make_train_step(graphdef, tx, settings.loss, settings.loss_warmup_steps,
