@@ -8,7 +8,8 @@ or validation), each clip cut to `--num_frames` frames and `--num_tracks` tracks
   untrained       the same architecture, freshly initialised
   feed-forward    the model, one forward pass
   optimisation    the same unsupervised losses optimised per clip from scratch
-                  (a fresh network, Adam, `--opt_steps` steps, best state kept), on
+                  (a fresh network triangulating with ridge `--opt_ridge`, Adam,
+                  `--opt_steps` steps, best state kept), on
                   the first `--opt_clips` clips of each group (slow on CPU)
 Groups: the five synthetic families; the same synthetic clips pooled by camera
 motion, `parallax` (orbit, dolly, handheld: depth is observable from the tracks)
@@ -17,6 +18,12 @@ constant depth is the ceiling there; no optimisation rows: the clips are the
 families'); and the CMU-mocap sequences (projected with
 a perspective camera that follows the file's rotating virtual camera; skipped
 with a message when ../shared/data/nrsfm is absent).
+
+Fast camera turns (orbits of 90-110 degrees over the clip, about 4 degrees per frame,
+as in the CMU-mocap sequences), feed-forward and trivial baselines only:
+
+  python -m experiments.evaluate --model=tracks4d/pretrained/small --out=runs/eval_fast_orbit \
+      --camera_paths=orbit --orbit_deg=90,110 --clips_per_family=4 --opt_clips=0
 
 Writes results.json and results.md to --out and prints the table.
 """
@@ -42,9 +49,13 @@ POOLED_GROUPS = ("parallax", "no parallax")
 METRICS = ("abs_rel", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel", "rpe_rot_deg")
 
 
-def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int) -> dict[str, list]:
-  """Held-out clips per group: each synthetic family, and mocap when available."""
-  gen = synthetic.SyntheticConfig(num_frames=(num_frames, num_frames))
+def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
+               camera_paths: tuple[str, ...] = synthetic.CAMERA_PATHS,
+               orbit_deg: tuple[float, float] = (20.0, 70.0)) -> dict[str, list]:
+  """Held-out clips per group: each synthetic family (camera paths drawn from
+  `camera_paths`, orbits sweeping `orbit_deg`), and mocap when available."""
+  gen = synthetic.SyntheticConfig(num_frames=(num_frames, num_frames), camera_paths=tuple(camera_paths),
+                                  orbit_deg=orbit_deg)
   sub = data.SubsampleConfig(min_frames=num_frames, max_frames=num_frames, num_tracks=num_tracks)
   groups, by_motion = {}, {name: [] for name in POOLED_GROUPS}
   for fam in synthetic.FAMILIES:
@@ -65,9 +76,12 @@ def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int)
   return groups
 
 
-def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, opt_lr: float) -> dict:
-  """Scores and seconds per clip of every method on every group."""
+def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, opt_lr: float,
+                   opt_ridge: float = 1e-3) -> dict:
+  """Scores and seconds per clip of every method on every group; the optimisation
+  baseline's fresh network triangulates with ridge `opt_ridge`."""
   fresh = model_lib.create_model(net.cfg, seed=0)
+  fresh_opt = model_lib.create_model(net.cfg, seed=0, triangulation_ridge=opt_ridge)
   pad = (max(c.num_frames for g in clips_by_group.values() for c in g),
          max(c.num_tracks for g in clips_by_group.values() for c in g))
 
@@ -83,7 +97,7 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
   def optimisation(clips):
     out, secs = [], []
     for c in clips:
-      res = finetune.finetune(fresh, c, steps=opt_steps, learning_rate=opt_lr, warmup_steps=opt_steps // 10)
+      res = finetune.finetune(fresh_opt, c, steps=opt_steps, learning_rate=opt_lr, warmup_steps=opt_steps // 10)
       out += evaluate.predict_with_model(res.net, [c], batch_size=1)
       secs.append(res.seconds)
     optimisation.seconds = float(np.mean(secs))
@@ -126,12 +140,16 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   net = checkpoint.load_model(_MODEL.value)
-  groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value)
-  results = run_comparison(net, groups, _OPT_CLIPS.value, _OPT_STEPS.value, _OPT_LR.value)
+  if len(_ORBIT.value) != 2:
+    raise app.UsageError(f"--orbit_deg: expected two numbers (min,max); got {_ORBIT.value}.")
+  groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value),
+                      tuple(float(x) for x in _ORBIT.value))
+  results = run_comparison(net, groups, _OPT_CLIPS.value, _OPT_STEPS.value, _OPT_LR.value, _OPT_RIDGE.value)
   out = Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   settings = {k: getattr(flags.FLAGS, k) for k in ("model", "clips_per_family", "num_frames", "num_tracks",
-                                                   "opt_clips", "opt_steps", "opt_lr", "seed")}
+                                                   "opt_clips", "opt_steps", "opt_lr", "opt_ridge", "seed",
+                                                   "camera_paths", "orbit_deg")}
   (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1))
   table = markdown(results)
   (out / "results.md").write_text(table + "\n")
@@ -149,5 +167,11 @@ if __name__ == "__main__":
   _OPT_CLIPS = flags.DEFINE_integer("opt_clips", 2, "Clips per group for the optimisation-only baseline.")
   _OPT_STEPS = flags.DEFINE_integer("opt_steps", 300, "Steps of the optimisation-only baseline.")
   _OPT_LR = flags.DEFINE_float("opt_lr", 1e-3, "Learning rate of the optimisation-only baseline.")
+  _OPT_RIDGE = flags.DEFINE_float(
+      "opt_ridge", 1e-3, "Triangulation ridge of the optimisation-only baseline (the from-scratch training "
+      "recipe's; a larger one pulls the points towards a fresh network's untrained ones).")
   _SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
+  _CAMERAS = flags.DEFINE_list("camera_paths", list(synthetic.CAMERA_PATHS),
+                               "Camera paths of the synthetic clips (e.g. orbit).")
+  _ORBIT = flags.DEFINE_list("orbit_deg", ["20", "70"], "Azimuth (min,max) an orbit sweeps over a clip, degrees.")
   app.run(main)

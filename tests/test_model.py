@@ -144,3 +144,8 @@ def test_variants_and_bad_config():
     model.model_config("tiny", attention="magic")
   with pytest.raises(ValueError, match="unknown settings"):
     model.model_config("tiny", width=3)
+  # Overrides apply to a ModelConfig as to a variant name (they were once ignored there).
+  cfg = model.model_config("tiny")
+  assert model.create_model(cfg, triangulation_ridge=0.5).cfg.triangulation_ridge == 0.5
+  with pytest.raises(ValueError, match="unknown settings"):
+    model.create_model(cfg, width=3)

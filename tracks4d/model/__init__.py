@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 from flax import nnx
 
@@ -20,8 +22,19 @@ from tracks4d.model.outputs import Prediction, RawOutputs, decode
 
 
 def create_model(variant: str | ModelConfig, seed: int = 0, **overrides) -> Tracks4DNet:
-  """A freshly initialised network of a named variant (or a ModelConfig)."""
-  cfg = variant if isinstance(variant, ModelConfig) else model_config(variant, **overrides)
+  """A freshly initialised network of a named variant (or a ModelConfig), with
+  optional field overrides.
+
+  Raises:
+    ValueError: for an unknown variant or field.
+  """
+  if isinstance(variant, ModelConfig):
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(ModelConfig)}
+    if unknown:
+      raise ValueError(f"create_model: unknown settings {sorted(unknown)}.")
+    cfg = dataclasses.replace(variant, **overrides)
+  else:
+    cfg = model_config(variant, **overrides)
   return Tracks4DNet(cfg, rngs=nnx.Rngs(seed))
 
 
