@@ -234,7 +234,7 @@ def _bundle_adjust_window(win: windows_lib.WindowResult, clip: Tracks, opts: Rec
   `opts.ba_rounds` rounds that relabel the static tracks with the refined
   cameras (points start from the network's, then from the last round's);
   returns the window with the refined cameras (and K), every track keeping its
-  camera-frame position."""
+  camera-frame depth and the pixel it projects to."""
   xy = np.asarray(clip.xy_px, np.float64)[win.start:win.stop]
   w2c = geometry.invert_pose(win.c2w)
   valid = win.visible & win.in_window[None]
@@ -261,6 +261,10 @@ def _bundle_adjust_window(win: windows_lib.WindowResult, clip: Tracks, opts: Rec
   # their rays is weakly determined by short baselines (none for a pure
   # rotation) and bundle adjustment can move it far.
   cam = geometry.transform_points(w2c, win.tracks_world)
+  if opts.refine_focal:
+    # A new focal length moves the pixel a camera-frame point projects to: put each
+    # point back on the ray of its old pixel, at the same depth (K has last row 0 0 1).
+    cam = np.einsum("tij,tjk,tnk->tni", np.linalg.inv(K), np.asarray(win.K, np.float64), cam)
   xyz = geometry.transform_points(new_c2w, cam)
   return dataclasses.replace(win, c2w=new_c2w, K=K, tracks_world=xyz)
 

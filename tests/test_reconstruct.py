@@ -99,6 +99,21 @@ def test_bundle_adjustment_improves_cameras():
     assert after < 0.8 * before, (cam, errs)
 
 
+def test_refined_focal_keeps_each_track_on_its_pixel():
+  """With `refine_focal`, BA changes K; the camera-frame tracks are re-aimed so they
+  still project where they did (as without it, BA keeps them), at the same depth."""
+  c = _clip("static", "orbit", index=2)
+  wrong = c.intrinsics.copy()
+  wrong[..., :2, :2] *= 1.2
+  ff = reconstruct.reconstruct(c, intrinsics=wrong)
+  ba = reconstruct.reconstruct(c, intrinsics=wrong, bundle_adjust=True, refine_focal=True)
+  assert ba.focal_source == "refined-from-given" and not np.allclose(ba.K, ff.K, rtol=1e-3)
+  proj = lambda r: geometry.project(r.tracks_cam.astype(np.float64), r.K.astype(np.float64))[0]
+  np.testing.assert_allclose(proj(ba), proj(ff), atol=0.05)
+  np.testing.assert_allclose(ba.tracks_cam[..., 2], ff.tracks_cam[..., 2], rtol=1e-4)
+  assert abs(ba.reprojection.median_px - ff.reprojection.median_px) < 0.05
+
+
 def test_bundle_adjustment_rounds_relabel_static_tracks_on_a_dynamic_scene():
   """A rigid object moves in front of an orbiting camera. Under the network's
   cameras the static/dynamic split is poor; each round relabels with the refined
