@@ -51,7 +51,7 @@ METRICS = ("abs_rel", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel",
 
 def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
                camera_paths: tuple[str, ...] = synthetic.CAMERA_PATHS,
-               orbit_deg: tuple[float, float] = (20.0, 70.0)) -> dict[str, list]:
+               orbit_deg: tuple[float, float] = synthetic.ORBIT_DEG) -> dict[str, list]:
   """Held-out clips per group: each synthetic family (camera paths drawn from
   `camera_paths`, orbits sweeping `orbit_deg`), and mocap when available."""
   gen = synthetic.SyntheticConfig(num_frames=(num_frames, num_frames), camera_paths=tuple(camera_paths),
@@ -140,10 +140,13 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   net = checkpoint.load_model(_MODEL.value)
-  if len(_ORBIT.value) != 2:
-    raise app.UsageError(f"--orbit_deg: expected two numbers (min,max); got {_ORBIT.value}.")
-  groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value),
-                      tuple(float(x) for x in _ORBIT.value))
+  try:
+    orbit_deg = tuple(float(x) for x in _ORBIT.value)
+  except ValueError:
+    orbit_deg = ()
+  if len(orbit_deg) != 2:
+    raise app.UsageError(f"--orbit_deg: expected two numbers min,max; got {_ORBIT.value}.")
+  groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg)
   results = run_comparison(net, groups, _OPT_CLIPS.value, _OPT_STEPS.value, _OPT_LR.value, _OPT_RIDGE.value)
   out = Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
@@ -173,5 +176,6 @@ if __name__ == "__main__":
   _SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
   _CAMERAS = flags.DEFINE_list("camera_paths", list(synthetic.CAMERA_PATHS),
                                "Camera paths of the synthetic clips (e.g. orbit).")
-  _ORBIT = flags.DEFINE_list("orbit_deg", ["20", "70"], "Azimuth (min,max) an orbit sweeps over a clip, degrees.")
+  _ORBIT = flags.DEFINE_list("orbit_deg", [f"{x:g}" for x in synthetic.ORBIT_DEG],
+                             "Azimuth (min,max) an orbit sweeps over a clip, degrees.")
   app.run(main)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ml_collections
 
-from tracks4d.synthetic import CAMERA_PATHS, FAMILIES
+from tracks4d.synthetic import CAMERA_PATHS, FAMILIES, ORBIT_DEG
 
 
 def generator_config() -> ml_collections.ConfigDict:
@@ -37,7 +37,7 @@ def generator_config() -> ml_collections.ConfigDict:
       "cells_per_side": 48,
       "min_depth": 0.05,
       "mocap_dir": "",
-      "orbit_deg": (20.0, 70.0),
+      "orbit_deg": ORBIT_DEG,
   })
 
 

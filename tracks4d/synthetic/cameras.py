@@ -12,6 +12,8 @@ from tracks4d import geometry
 from tracks4d.synthetic.surfaces import smooth_curve
 
 CAMERA_PATHS = ("handheld", "orbit", "dolly", "pan", "static")
+# Default (min, max) azimuth, degrees, that an orbit sweeps over a clip.
+ORBIT_DEG = (20.0, 70.0)
 
 
 def _eye(target: np.ndarray, distance, azimuth, elevation) -> np.ndarray:
@@ -27,7 +29,7 @@ def _eye(target: np.ndarray, distance, azimuth, elevation) -> np.ndarray:
 
 
 def camera_path(rng: np.random.Generator, kind: str, t: int, target: np.ndarray, distance: float,
-                orbit_deg: tuple[float, float] = (20.0, 70.0)) -> np.ndarray:
+                orbit_deg: tuple[float, float] = ORBIT_DEG) -> np.ndarray:
   """A camera path of the given kind.
 
   Args:

@@ -20,7 +20,7 @@ import numpy as np
 
 from tracks4d import geometry
 from tracks4d.synthetic import sampling
-from tracks4d.synthetic.cameras import CAMERA_PATHS
+from tracks4d.synthetic.cameras import CAMERA_PATHS, ORBIT_DEG
 from tracks4d.synthetic.sampling import TrackerNoise
 from tracks4d.synthetic.scene import FAMILIES, available_families, default_mocap_dir, make_scene
 from tracks4d.tracks import GroundTruth, Tracks
@@ -56,7 +56,7 @@ class SyntheticConfig:
   cells_per_side: int = 48
   min_depth: float = 0.05
   mocap_dir: str | None = None
-  orbit_deg: tuple[float, float] = (20.0, 70.0)
+  orbit_deg: tuple[float, float] = ORBIT_DEG
 
   @classmethod
   def from_dict(cls, d) -> "SyntheticConfig":
@@ -84,7 +84,7 @@ class SyntheticConfig:
     lo, hi = self.num_frames
     if not 2 <= lo <= hi:
       raise ValueError(f"SyntheticConfig.num_frames: expected (min, max) with 2 <= min <= max; got {self.num_frames}.")
-    if not 0 <= self.orbit_deg[0] <= self.orbit_deg[1] <= 360:
+    if len(self.orbit_deg) != 2 or not 0 <= self.orbit_deg[0] <= self.orbit_deg[1] <= 360:
       raise ValueError(f"SyntheticConfig.orbit_deg: expected (min, max) with 0 <= min <= max <= 360; "
                        f"got {self.orbit_deg}.")
     if self.grid_size < 1:

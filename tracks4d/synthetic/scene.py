@@ -17,7 +17,7 @@ import numpy as np
 
 from tracks4d import geometry
 from tracks4d.synthetic import surfaces
-from tracks4d.synthetic.cameras import camera_path
+from tracks4d.synthetic.cameras import ORBIT_DEG, camera_path
 
 FAMILIES = ("static", "rigid", "nonrigid", "articulated", "mocap")
 
@@ -111,7 +111,7 @@ def _points_for(area: float, depth: float, f_px: float, cell_px: float, density:
 
 def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells_per_side: int = 48,
                mocap_dir: Path | None = None, density: float = 3.0, max_points_per_object: int = 6000,
-               orbit_deg: tuple[float, float] = (20.0, 70.0)) -> Scene:
+               orbit_deg: tuple[float, float] = ORBIT_DEG) -> Scene:
   """Samples one random scene of a family with a camera path.
 
   Args:
