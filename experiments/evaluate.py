@@ -15,7 +15,8 @@ Groups: the five synthetic families; the same synthetic clips pooled by camera
 motion, `parallax` (orbit, dolly, handheld: depth is observable from the tracks)
 and `no parallax` (pan, static camera: no geometric method can recover depth, so
 constant depth is the ceiling there; no optimisation rows: the clips are the
-families'); and the CMU-mocap sequences (projected with
+families'); `object only` (`--object_only_clips` clips of the dynamic families
+without room or clutter: no static point, as in CMU-mocap); and the CMU-mocap sequences (projected with
 a perspective camera that follows the file's rotating virtual camera; skipped
 with a message when ../shared/data/nrsfm is absent).
 
@@ -49,11 +50,16 @@ POOLED_GROUPS = ("parallax", "no parallax")
 METRICS = ("abs_rel", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel", "rpe_rot_deg")
 
 
+# Object-only clips take indices from here on, apart from the family groups' clips.
+OBJECT_ONLY_INDEX = 100_000
+
+
 def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
                camera_paths: tuple[str, ...] = synthetic.CAMERA_PATHS,
-               orbit_deg: tuple[float, float] = synthetic.ORBIT_DEG) -> dict[str, list]:
+               orbit_deg: tuple[float, float] = synthetic.ORBIT_DEG, object_only: int = 0) -> dict[str, list]:
   """Held-out clips per group: each synthetic family (camera paths drawn from
-  `camera_paths`, orbits sweeping `orbit_deg`), and mocap when available."""
+  `camera_paths`, orbits sweeping `orbit_deg`), `object_only` clips of the
+  dynamic families in turn with no background, and mocap when available."""
   gen = synthetic.SyntheticConfig(num_frames=(num_frames, num_frames), camera_paths=tuple(camera_paths),
                                   orbit_deg=orbit_deg)
   sub = data.SubsampleConfig(min_frames=num_frames, max_frames=num_frames, num_tracks=num_tracks)
@@ -67,6 +73,13 @@ def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
       groups[fam].append(data.subsample_clip(clip, np.random.default_rng([seed, i]), sub))
       by_motion["no parallax" if info.camera in NO_PARALLAX_CAMERAS else "parallax"].append(groups[fam][-1])
   groups.update({k: v for k, v in by_motion.items() if v})
+  dynamic = [f for f in groups if f in synthetic.FAMILIES and f != "static"]
+  if object_only and dynamic:
+    groups["object only"] = [
+        data.subsample_clip(synthetic.generate_clip(gen, seed, OBJECT_ONLY_INDEX + i, family=dynamic[i % len(dynamic)],
+                                                    background=False),
+                            np.random.default_rng([seed, OBJECT_ONLY_INDEX + i]), sub)
+        for i in range(object_only)]
   seqs = mocap_mat.list_sequences()
   if seqs:
     groups["nrsfm-mocap"] = [mocap_mat.mocap_to_tracks(mocap_mat.load_mocap(name), num_frames=num_frames)
@@ -146,13 +159,14 @@ def main(argv):
     orbit_deg = ()
   if len(orbit_deg) != 2:
     raise app.UsageError(f"--orbit_deg: expected two numbers min,max; got {_ORBIT.value}.")
-  groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg)
+  groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg,
+                      _OBJECT_ONLY.value)
   results = run_comparison(net, groups, _OPT_CLIPS.value, _OPT_STEPS.value, _OPT_LR.value, _OPT_RIDGE.value)
   out = Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   settings = {k: getattr(flags.FLAGS, k) for k in ("model", "clips_per_family", "num_frames", "num_tracks",
                                                    "opt_clips", "opt_steps", "opt_lr", "opt_ridge", "seed",
-                                                   "camera_paths", "orbit_deg")}
+                                                   "camera_paths", "orbit_deg", "object_only_clips")}
   (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1))
   table = markdown(results)
   (out / "results.md").write_text(table + "\n")
@@ -165,6 +179,8 @@ if __name__ == "__main__":
   _MODEL = flags.DEFINE_string("model", "tracks4d/pretrained/small", "Model folder or training workdir.")
   _OUT = flags.DEFINE_string("out", "runs/eval", "Output folder.")
   _CLIPS = flags.DEFINE_integer("clips_per_family", 16, "Synthetic clips per family.")
+  _OBJECT_ONLY = flags.DEFINE_integer("object_only_clips", 8,
+                                      "Object-only synthetic clips (dynamic families in turn, no background).")
   _FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per clip.")
   _TRACKS = flags.DEFINE_integer("num_tracks", 128, "Tracks per clip.")
   _OPT_CLIPS = flags.DEFINE_integer("opt_clips", 2, "Clips per group for the optimisation-only baseline.")

@@ -87,6 +87,41 @@ def test_config_errors_name_the_setting():
     synthetic.SyntheticConfig.from_dict({"grid": 3})
   with pytest.raises(ValueError, match="orbit_deg"):
     synthetic.SyntheticConfig(orbit_deg=(90.0, 30.0))
+  with pytest.raises(ValueError, match="object_only_frac"):
+    synthetic.SyntheticConfig(object_only_frac=1.5)
+  with pytest.raises(ValueError, match="family 'static' .* object-only"):
+    synthetic.generate_clip(CLEAN, seed=0, index=0, family="static", background=False)
+
+
+@pytest.mark.parametrize("family", ["rigid", "nonrigid", "articulated"])
+def test_object_only_clip_has_no_static_point(family):
+  """An object-only clip tracks the moving content alone, and each track is still
+  the projection of its ground-truth point."""
+  clip, info = synthetic.generate_clip(CLEAN, seed=2, index=3, family=family, with_info=True, background=False)
+  assert not info.background
+  assert clip.gt.dynamic.all()
+  assert clip.num_tracks >= 20
+  xy, _ = geometry.project(geometry.transform_points(clip.gt.w2c, clip.gt.xyz_world), clip.intrinsics)
+  np.testing.assert_allclose(clip.xy_px[clip.visible], xy[clip.visible], atol=2e-3 * clip.image_hw.max())
+  with_room = synthetic.generate_clip(CLEAN, seed=2, index=3, family=family, background=True)
+  assert not with_room.gt.dynamic.all()
+
+
+def test_object_only_frac_draws_object_only_clips_and_leaves_the_others():
+  """With object_only_frac 0.5 about half the dynamic-family clips are object-only;
+  a clip that keeps its background is the same clip as with 0; 'static' clips always
+  keep theirs."""
+  half = dataclasses.replace(CLEAN, object_only_frac=0.5)
+  kinds = []
+  for i in range(12):
+    clip, info = synthetic.generate_clip(half, seed=6, index=i, with_info=True)
+    kinds.append((info.family, info.background))
+    assert info.background == (not clip.gt.dynamic.all())
+    if info.background:
+      jax.tree.map(np.testing.assert_array_equal, clip, synthetic.generate_clip(CLEAN, seed=6, index=i))
+  assert all(bg for fam, bg in kinds if fam == "static")
+  assert 2 <= sum(not bg for _, bg in kinds) <= 10
+  assert synthetic.SyntheticConfig(object_only_frac=0.5).max_tracks == 4 * synthetic.SyntheticConfig().max_tracks
 
 
 @pytest.mark.parametrize("orbit_deg", [(30.0, 30.0), (100.0, 100.0)])
@@ -100,11 +135,13 @@ def test_orbit_sweeps_the_configured_azimuth(orbit_deg):
   assert abs(np.rad2deg(abs(heading[-1] - heading[0])) - orbit_deg[0]) < 8.0
 
 
-def test_max_tracks_bounds_every_clip():
+@pytest.mark.parametrize("object_only_frac", [0.0, 1.0])
+def test_max_tracks_bounds_every_clip(object_only_frac):
+  cfg = dataclasses.replace(CLEAN, object_only_frac=object_only_frac)
   for i in range(5):
-    clip = synthetic.generate_clip(CLEAN, seed=4, index=i)
-    assert clip.num_tracks <= CLEAN.max_tracks
-    assert CLEAN.num_frames[0] <= clip.num_frames <= CLEAN.num_frames[1]
+    clip = synthetic.generate_clip(cfg, seed=4, index=i)
+    assert clip.num_tracks <= cfg.max_tracks
+    assert cfg.num_frames[0] <= clip.num_frames <= cfg.num_frames[1]
 
 
 def test_mocap_family_without_data_warns_and_is_skipped(tmp_path, caplog):

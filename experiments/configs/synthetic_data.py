@@ -38,6 +38,7 @@ def generator_config() -> ml_collections.ConfigDict:
       "min_depth": 0.05,
       "mocap_dir": "",
       "orbit_deg": ORBIT_DEG,
+      "object_only_frac": 0.0,
   })
 
 

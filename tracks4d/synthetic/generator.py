@@ -45,6 +45,12 @@ class SyntheticConfig:
       with a warning.
     orbit_deg: (min, max) azimuth, in degrees, that an orbiting camera sweeps
       over a clip, drawn uniformly.
+    object_only_frac: probability that a clip of a dynamic family is
+      object-only: its moving content with no room and no clutter (as the
+      CMU-mocap sequences: no static point). Drawn from a stream of its own, so
+      the other clips of a (seed, index) set stay as they are with 0. The
+      content covers a small part of the image, so object-only clips query a
+      grid twice as fine (2 grid_size per side).
   """
 
   num_frames: tuple[int, int] = (24, 50)
@@ -57,6 +63,7 @@ class SyntheticConfig:
   min_depth: float = 0.05
   mocap_dir: str | None = None
   orbit_deg: tuple[float, float] = ORBIT_DEG
+  object_only_frac: float = 0.0
 
   @classmethod
   def from_dict(cls, d) -> "SyntheticConfig":
@@ -75,10 +82,11 @@ class SyntheticConfig:
 
   @property
   def max_tracks(self) -> int:
-    """The most tracks a clip can have: grid_size^2 per query frame."""
+    """The most tracks a clip can have: grid_size^2 per query frame (twice the
+    grid_size for object-only clips)."""
     lo, hi = self.num_frames
     most_queries = max(len(sampling.query_frames(t, self.query_stride)) for t in range(lo, hi + 1))
-    return self.grid_size**2 * most_queries
+    return (self.grid_size * (2 if self.object_only_frac > 0 else 1))**2 * most_queries
 
   def __post_init__(self):
     lo, hi = self.num_frames
@@ -87,6 +95,9 @@ class SyntheticConfig:
     if len(self.orbit_deg) != 2 or not 0 <= self.orbit_deg[0] <= self.orbit_deg[1] <= 360:
       raise ValueError(f"SyntheticConfig.orbit_deg: expected (min, max) with 0 <= min <= max <= 360; "
                        f"got {self.orbit_deg}.")
+    if not 0.0 <= self.object_only_frac <= 1.0:
+      raise ValueError(f"SyntheticConfig.object_only_frac: expected a probability in [0, 1]; "
+                       f"got {self.object_only_frac}.")
     if self.grid_size < 1:
       raise ValueError(f"SyntheticConfig.grid_size: expected >= 1; got {self.grid_size}.")
     if self.query_stride < 1:
@@ -114,6 +125,11 @@ class ClipInfo:
   camera: str
   seed: int
   index: int
+  background: bool = True
+
+
+# Third seed word of the object-only draw: a stream apart from `clip_rng`'s.
+_OBJECT_ONLY_STREAM = 1
 
 
 def clip_rng(seed: int, index: int) -> np.random.Generator:
@@ -122,7 +138,7 @@ def clip_rng(seed: int, index: int) -> np.random.Generator:
 
 
 def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | None = None,
-                  camera: str | None = None, with_info: bool = False):
+                  camera: str | None = None, with_info: bool = False, background: bool | None = None):
   """Generates one clip with ground truth.
 
   Args:
@@ -132,6 +148,9 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
     family: force a scene family (default: drawn from cfg.families).
     camera: force a camera path kind (default: drawn from cfg.camera_paths).
     with_info: also return a `ClipInfo`.
+    background: force a room and clutter (True) or an object-only scene
+      (False); default: object-only with probability cfg.object_only_frac for
+      the dynamic families, never for 'static'.
 
   Returns:
     A validated `Tracks` whose `gt` holds w2c, depth, xyz_world and the
@@ -139,8 +158,8 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
 
   Raises:
     ValueError: if the sampled scene yields no visible track (practically never;
-      the message names seed and index), or for a forced family or camera that
-      is unknown.
+      the message names seed and index), for a forced family or camera that
+      is unknown, or for `background=False` with family 'static'.
   """
   rng = clip_rng(seed, index)
   mocap_dir = Path(cfg.mocap_dir) if cfg.mocap_dir else default_mocap_dir()
@@ -148,14 +167,18 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
   family = family or fams[rng.integers(len(fams))]
   camera = camera or cfg.camera_paths[rng.integers(len(cfg.camera_paths))]
   t = int(rng.integers(cfg.num_frames[0], cfg.num_frames[1] + 1))
+  if background is None:
+    coin = np.random.default_rng([int(seed), int(index), _OBJECT_ONLY_STREAM]).uniform()
+    background = family == "static" or coin >= cfg.object_only_frac
   scene = make_scene(rng, t, family, camera, cells_per_side=cfg.cells_per_side, mocap_dir=mocap_dir,
-                     orbit_deg=cfg.orbit_deg)
+                     orbit_deg=cfg.orbit_deg, background=background)
   h, w = scene.image_hw
   cell_px = max(h, w) / cfg.cells_per_side
   frames = sampling.query_frames(t, cfg.query_stride)
   pts = sampling.scene_points(rng, scene, frames, cell_px)
   rendered = sampling.render_points(scene, pts, cell_px, near=cfg.min_depth * _scene_unit(scene))
-  point_index, query_frame = sampling.sample_queries(rng, rendered, frames, cfg.grid_size, scene.image_hw, cell_px)
+  grid_size = cfg.grid_size * (1 if background else 2)
+  point_index, query_frame = sampling.sample_queries(rng, rendered, frames, grid_size, scene.image_hw, cell_px)
   if len(point_index) == 0:
     raise ValueError(f"generate_clip: seed={seed} index={index} produced no visible track.")
   xy_true = rendered.xy_px[:, point_index]
@@ -171,7 +194,7 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
   tracks = Tracks.create(xy, vis, image_hw=scene.image_hw, intrinsics=scene.intrinsics,
                          query_frame=query_frame, gt=gt, name=f"synthetic[seed={seed}, index={index}]")
   if with_info:
-    return tracks, ClipInfo(family=family, camera=camera, seed=int(seed), index=int(index))
+    return tracks, ClipInfo(family=family, camera=camera, seed=int(seed), index=int(index), background=background)
   return tracks
 
 

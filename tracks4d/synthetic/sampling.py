@@ -57,15 +57,15 @@ def query_frames(t: int, stride: int) -> np.ndarray:
 
 
 def scene_points(rng: np.random.Generator, scene: Scene, frames: np.ndarray, cell_px: float) -> ScenePoints:
-  """Samples the room by ray-casting a jittered cell grid from the cameras at
-  `frames`, and gathers the objects' points."""
+  """Samples the room (if any) by ray-casting a jittered cell grid from the
+  cameras at `frames`, and gathers the objects' points."""
   t = scene.w2c.shape[0]
   h, w = scene.image_hw
   rows, cols = _cells_hw(scene.image_hw, cell_px)
   gy, gx = np.meshgrid(np.arange(rows) * cell_px, np.arange(cols) * cell_px, indexing="ij")
   c2w = geometry.invert_pose(scene.w2c)
   room_xyz, room_nrm = [], []
-  for f in frames:
+  for f in frames if scene.room is not None else ():
     px = np.stack([gx.ravel(), gy.ravel()], -1) + rng.uniform(0, cell_px, size=(gx.size, 2)) - 0.5
     if room_xyz:  # Cast only the rays of cells the earlier casts leave empty.
       prev = np.concatenate(room_xyz)
@@ -78,7 +78,8 @@ def scene_points(rng: np.random.Generator, scene: Scene, frames: np.ndarray, cel
     xyz, nrm = surfaces.raycast_room(scene.room, c2w[f], scene.intrinsics, px)
     room_xyz.append(xyz)
     room_nrm.append(nrm)
-  room_xyz, room_nrm = np.concatenate(room_xyz), np.concatenate(room_nrm)
+  room_xyz = np.concatenate(room_xyz) if room_xyz else np.zeros((0, 3), np.float32)
+  room_nrm = np.concatenate(room_nrm) if room_nrm else np.zeros((0, 3), np.float32)
   xyz = [np.broadcast_to(room_xyz, (t,) + room_xyz.shape)]
   nrm = [np.broadcast_to(room_nrm, (t,) + room_nrm.shape)]
   # All room planes share id 0: a plane never hides itself, and walls meet the

@@ -2,6 +2,9 @@
 
 A scene is a room (floor and walls), static clutter boxes, and the dynamic
 content of its family, seen by a camera moving along one of the camera paths.
+An object-only scene (`background=False`) has the dynamic content alone, as a
+mocap subject in front of a blank backdrop: no point is static, so a camera
+turning about the content and the content turning are the same tracks.
 Sizes scale with a random scene scale, so absolute depth ranges vary widely
 (from about 1 to 100 units) while framing stays casual-video-like.
 """
@@ -34,7 +37,8 @@ class Scene:
     w2c: (t, 4, 4) world-to-camera poses.
     intrinsics: (3, 3) K in pixels.
     image_hw: (height, width).
-    room: the static room (ray-cast on demand, so not point-sampled here).
+    room: the static room (ray-cast on demand, so not point-sampled here), or
+      None for an object-only scene.
     objects: point-sampled surfaces (static clutter and dynamic content).
   """
 
@@ -43,7 +47,7 @@ class Scene:
   w2c: np.ndarray
   intrinsics: np.ndarray
   image_hw: tuple[int, int]
-  room: surfaces.Room
+  room: surfaces.Room | None
   objects: tuple[surfaces.Surface, ...]
 
 
@@ -111,7 +115,7 @@ def _points_for(area: float, depth: float, f_px: float, cell_px: float, density:
 
 def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells_per_side: int = 48,
                mocap_dir: Path | None = None, density: float = 3.0, max_points_per_object: int = 6000,
-               orbit_deg: tuple[float, float] = ORBIT_DEG) -> Scene:
+               orbit_deg: tuple[float, float] = ORBIT_DEG, background: bool = True) -> Scene:
   """Samples one random scene of a family with a camera path.
 
   Args:
@@ -125,12 +129,21 @@ def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells
     density: points per z-buffer cell on a surface seen face-on.
     max_points_per_object: cap on any object's point count.
     orbit_deg: (min, max) azimuth an orbiting camera sweeps over the clip, degrees.
+    background: with False, no room and no clutter: the family's dynamic
+      content alone (object-only scene).
 
   Returns:
     A `Scene`.
+
+  Raises:
+    ValueError: for an unknown family, or `background=False` with family
+      'static' (which has no dynamic content).
   """
   if family not in FAMILIES:
     raise ValueError(f"make_scene: family must be one of {FAMILIES}; got {family!r}.")
+  if not background and family == "static":
+    raise ValueError("make_scene: family 'static' has no dynamic content, so it cannot be object-only "
+                     "(background=False).")
   scale = float(np.exp(rng.uniform(np.log(0.3), np.log(5.0))))
   image_hw = IMAGE_SIZES_HW[rng.integers(len(IMAGE_SIZES_HW))]
   K = geometry.intrinsics_from_fov(rng.uniform(40, 90), image_hw)
@@ -154,7 +167,7 @@ def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells
   objects = []
   # Static clutter: boxes on the floor, kept off the camera path and off the line
   # of sight to the target.
-  for _ in range(int(rng.integers(1, 5))):
+  for _ in range(int(rng.integers(1, 5)) if background else 0):
     half = scale * rng.uniform(0.2, 0.8, size=3)
     centre = np.array([rng.uniform(-1, 1), 0.0, rng.uniform(-1, 1)]) * scale * 4.0
     centre[1] = -half[1]
@@ -204,8 +217,8 @@ def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells
       xyz = local @ np.swapaxes(rot, -1, -2) + (shift + place + np.array([0, -lift * 1.05, 0]))[:, None]
       nrm = nrm0 @ np.swapaxes(rot, -1, -2)
     objects.append(surfaces.Surface(xyz, nrm, True))
-  return Scene(family=family, camera=camera, w2c=w2c, intrinsics=K, image_hw=tuple(image_hw), room=room,
-               objects=tuple(objects))
+  return Scene(family=family, camera=camera, w2c=w2c, intrinsics=K, image_hw=tuple(image_hw),
+               room=room if background else None, objects=tuple(objects))
 
 
 def _distance_to_segments(point: np.ndarray, starts: np.ndarray, end: np.ndarray) -> np.ndarray:
