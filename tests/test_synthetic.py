@@ -121,7 +121,6 @@ def test_object_only_frac_draws_object_only_clips_and_leaves_the_others():
       jax.tree.map(np.testing.assert_array_equal, clip, synthetic.generate_clip(CLEAN, seed=6, index=i))
   assert all(bg for fam, bg in kinds if fam == "static")
   assert 2 <= sum(not bg for _, bg in kinds) <= 10
-  assert synthetic.SyntheticConfig(object_only_frac=0.5).max_tracks == 4 * synthetic.SyntheticConfig().max_tracks
 
 
 @pytest.mark.parametrize("orbit_deg", [(30.0, 30.0), (100.0, 100.0)])
@@ -135,9 +134,10 @@ def test_orbit_sweeps_the_configured_azimuth(orbit_deg):
   assert abs(np.rad2deg(abs(heading[-1] - heading[0])) - orbit_deg[0]) < 8.0
 
 
-@pytest.mark.parametrize("object_only_frac", [0.0, 1.0])
-def test_max_tracks_bounds_every_clip(object_only_frac):
-  cfg = dataclasses.replace(CLEAN, object_only_frac=object_only_frac)
+@pytest.mark.parametrize("object_only_frac,grid_size", [(0.0, 8), (1.0, 8), (1.0, 2)])
+def test_max_tracks_bounds_every_clip(object_only_frac, grid_size):
+  """Also object-only clips, whose finer query grid is capped at grid_size^2 per query frame."""
+  cfg = dataclasses.replace(CLEAN, object_only_frac=object_only_frac, grid_size=grid_size)
   for i in range(5):
     clip = synthetic.generate_clip(cfg, seed=4, index=i)
     assert clip.num_tracks <= cfg.max_tracks

@@ -50,7 +50,8 @@ class SyntheticConfig:
       CMU-mocap sequences: no static point). Drawn from a stream of its own, so
       the other clips of a (seed, index) set stay as they are with 0. The
       content covers a small part of the image, so object-only clips query a
-      grid twice as fine (2 grid_size per side).
+      grid twice as fine (2 grid_size per side), keeping at most grid_size^2
+      queries per query frame, as the other clips.
   """
 
   num_frames: tuple[int, int] = (24, 50)
@@ -82,11 +83,10 @@ class SyntheticConfig:
 
   @property
   def max_tracks(self) -> int:
-    """The most tracks a clip can have: grid_size^2 per query frame (twice the
-    grid_size for object-only clips)."""
+    """The most tracks a clip can have: grid_size^2 per query frame."""
     lo, hi = self.num_frames
     most_queries = max(len(sampling.query_frames(t, self.query_stride)) for t in range(lo, hi + 1))
-    return (self.grid_size * (2 if self.object_only_frac > 0 else 1))**2 * most_queries
+    return self.grid_size**2 * most_queries
 
   def __post_init__(self):
     lo, hi = self.num_frames
@@ -178,7 +178,8 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
   pts = sampling.scene_points(rng, scene, frames, cell_px)
   rendered = sampling.render_points(scene, pts, cell_px, near=cfg.min_depth * _scene_unit(scene))
   grid_size = cfg.grid_size * (1 if background else 2)
-  point_index, query_frame = sampling.sample_queries(rng, rendered, frames, grid_size, scene.image_hw, cell_px)
+  point_index, query_frame = sampling.sample_queries(rng, rendered, frames, grid_size, scene.image_hw, cell_px,
+                                                     max_per_frame=cfg.grid_size**2)
   if len(point_index) == 0:
     raise ValueError(f"generate_clip: seed={seed} index={index} produced no visible track.")
   xy_true = rendered.xy_px[:, point_index]

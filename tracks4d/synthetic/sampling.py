@@ -149,8 +149,12 @@ def render_points(scene: Scene, pts: ScenePoints, cell_px: float, near: float) -
 
 
 def sample_queries(rng: np.random.Generator, rendered: Rendered, frames: np.ndarray, grid_size: int,
-                   image_hw: tuple[int, int], cell_px: float) -> tuple[np.ndarray, np.ndarray]:
+                   image_hw: tuple[int, int], cell_px: float,
+                   max_per_frame: int | None = None) -> tuple[np.ndarray, np.ndarray]:
   """Grid queries at each query frame, resolved to the visible scene point there.
+
+  A frame whose grid hits more than `max_per_frame` points keeps a random
+  `max_per_frame` of them (a grid finer than the track budget).
 
   Returns:
     point_index: (n,) scene point of each track, unique (first query kept).
@@ -167,6 +171,8 @@ def sample_queries(rng: np.random.Generator, rendered: Rendered, frames: np.ndar
     cells = f * rows * cols + _cell_index(np.stack([qx.ravel(), qy.ravel()], -1), cell_px, rows, cols)
     win = rendered.winner[cells]
     win = win[win >= 0]
+    if max_per_frame is not None and len(win) > max_per_frame:
+      win = win[np.sort(rng.choice(len(win), max_per_frame, replace=False))]
     idx.append(win)
     qf.append(np.full(len(win), f, np.int32))
   idx, qf = np.concatenate(idx), np.concatenate(qf)
