@@ -15,10 +15,10 @@ Groups: the five synthetic families; the same synthetic clips pooled by camera
 motion, `parallax` (orbit, dolly, handheld: depth is observable from the tracks)
 and `no parallax` (pan, static camera: no geometric method can recover depth, so
 constant depth is the ceiling there; no optimisation rows: the clips are the
-families'); `object only` (`--object_only_clips` clips of the dynamic families
-without room or clutter: no static point, as in CMU-mocap); and the CMU-mocap sequences (projected with
-a perspective camera that follows the file's rotating virtual camera; skipped
-with a message when ../shared/data/nrsfm is absent).
+families'); `object only` (`--object_only_clips` clips of the dynamic families in
+turn, without room or clutter: no static point, as in CMU-mocap); and the CMU-mocap
+sequences (projected with a perspective camera that follows the file's rotating
+virtual camera; skipped with a message when ../shared/data/nrsfm is absent).
 
 Fast camera turns (orbits of 90-110 degrees over the clip, about 4 degrees per frame,
 as in the CMU-mocap sequences), feed-forward and trivial baselines only:
