@@ -165,3 +165,16 @@ def test_mocap_family_with_data():
   # The body is upright: dynamic points span more height (world y) than width.
   body = clip.gt.xyz_world[0, clip.gt.dynamic[0]]
   assert body[:, 1].max() <= 1e-3 * np.abs(body).max() + 0.2 * np.ptp(body[:, 1])  # Feet near the floor (y=0).
+
+
+def test_scene_without_visible_track_is_drawn_again(monkeypatch):
+  """Clip (3, 3925) of this config is an object-only scene whose object no query
+  hits in its first draw: it is drawn again (deterministically), not dropped."""
+  cfg = synthetic.SyntheticConfig(orbit_deg=(20.0, 120.0), object_only_frac=0.3)
+  clip = synthetic.generate_clip(cfg, seed=3, index=3925)
+  assert clip.num_tracks > 0 and clip.gt.dynamic.all()
+  jax.tree.map(np.testing.assert_array_equal, clip, synthetic.generate_clip(cfg, seed=3, index=3925))
+  from tracks4d.synthetic import generator
+  monkeypatch.setattr(generator, "_SCENE_ATTEMPTS", 1)
+  with pytest.raises(ValueError, match=r"seed=3 index=3925 produced no visible track in 1 draws"):
+    synthetic.generate_clip(cfg, seed=3, index=3925)

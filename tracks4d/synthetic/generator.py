@@ -128,8 +128,12 @@ class ClipInfo:
   background: bool = True
 
 
-# Third seed word of the object-only draw: a stream apart from `clip_rng`'s.
+# Third seed words of the object-only draw and of scene redraws: streams apart from `clip_rng`'s.
 _OBJECT_ONLY_STREAM = 1
+_REDRAW_STREAM = 2
+# A scene whose content no query hits (an object-only scene whose object leaves the
+# view) is drawn again, up to this many times in all.
+_SCENE_ATTEMPTS = 10
 
 
 def clip_rng(seed: int, index: int) -> np.random.Generator:
@@ -157,8 +161,9 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
     per-entry dynamic mask; with `with_info`, (tracks, info).
 
   Raises:
-    ValueError: if the sampled scene yields no visible track (practically never;
-      the message names seed and index), for a forced family or camera that
+    ValueError: if no draw of the scene yields a visible track (the message
+      names seed and index; a scene that no query hits is drawn again, which
+      object-only scenes sometimes need), for a forced family or camera that
       is unknown, or for `background=False` with family 'static'.
   """
   rng = clip_rng(seed, index)
@@ -170,18 +175,24 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
   if background is None:
     coin = np.random.default_rng([int(seed), int(index), _OBJECT_ONLY_STREAM]).uniform()
     background = family == "static" or coin >= cfg.object_only_frac
-  scene = make_scene(rng, t, family, camera, cells_per_side=cfg.cells_per_side, mocap_dir=mocap_dir,
-                     orbit_deg=cfg.orbit_deg, background=background)
-  h, w = scene.image_hw
-  cell_px = max(h, w) / cfg.cells_per_side
-  frames = sampling.query_frames(t, cfg.query_stride)
-  pts = sampling.scene_points(rng, scene, frames, cell_px)
-  rendered = sampling.render_points(scene, pts, cell_px, near=cfg.min_depth * _scene_unit(scene))
-  grid_size = cfg.grid_size * (1 if background else 2)
-  point_index, query_frame = sampling.sample_queries(rng, rendered, frames, grid_size, scene.image_hw, cell_px,
-                                                     max_per_frame=cfg.grid_size**2)
-  if len(point_index) == 0:
-    raise ValueError(f"generate_clip: seed={seed} index={index} produced no visible track.")
+  for attempt in range(_SCENE_ATTEMPTS):
+    if attempt:  # A redraw of the scene only (family, camera path, length kept), from a stream of its own.
+      rng = np.random.default_rng([int(seed), int(index), _REDRAW_STREAM, attempt])
+    scene = make_scene(rng, t, family, camera, cells_per_side=cfg.cells_per_side, mocap_dir=mocap_dir,
+                       orbit_deg=cfg.orbit_deg, background=background)
+    h, w = scene.image_hw
+    cell_px = max(h, w) / cfg.cells_per_side
+    frames = sampling.query_frames(t, cfg.query_stride)
+    pts = sampling.scene_points(rng, scene, frames, cell_px)
+    rendered = sampling.render_points(scene, pts, cell_px, near=cfg.min_depth * _scene_unit(scene))
+    grid_size = cfg.grid_size * (1 if background else 2)
+    point_index, query_frame = sampling.sample_queries(rng, rendered, frames, grid_size, scene.image_hw, cell_px,
+                                                       max_per_frame=cfg.grid_size**2)
+    if len(point_index):
+      break
+  else:
+    raise ValueError(f"generate_clip: seed={seed} index={index} produced no visible track in "
+                     f"{_SCENE_ATTEMPTS} draws of its scene.")
   xy_true = rendered.xy_px[:, point_index]
   vis_true = rendered.visibility(point_index, pts.surface_id)
   xy, vis = sampling.apply_tracker_noise(rng, xy_true, vis_true, query_frame, scene.image_hw, cfg.noise)
