@@ -11,6 +11,10 @@ or validation), each clip cut to `--num_frames` frames and `--num_tracks` tracks
                   (a fresh network triangulating with ridge `--opt_ridge`, Adam,
                   `--opt_steps` steps, best state kept), on
                   the first `--opt_clips` clips of each group (slow on CPU)
+  fine-tuned      with `--ttft_steps` > 0: the model fine-tuned on each of those
+                  clips by the same losses (test-time fine-tuning as in
+                  `reconstruct --finetune_steps`: step size `--ttft_lr`, a ramp
+                  over the first quarter, lowest-loss state kept)
 Groups: the five synthetic families; the same synthetic clips pooled by camera
 motion, `parallax` (orbit, dolly, handheld: depth is observable from the tracks)
 and `no parallax` (pan, static camera: no geometric method can recover depth, so
@@ -90,9 +94,10 @@ def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
 
 
 def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, opt_lr: float,
-                   opt_ridge: float = 1e-3) -> dict:
+                   opt_ridge: float = 1e-3, ttft_steps: int = 0, ttft_lr: float = 3e-4) -> dict:
   """Scores and seconds per clip of every method on every group; the optimisation
-  baseline's fresh network triangulates with ridge `opt_ridge`."""
+  baseline's fresh network triangulates with ridge `opt_ridge`; with `ttft_steps`
+  > 0 the model fine-tuned per clip is scored on the optimisation subset too."""
   fresh = model_lib.create_model(net.cfg, seed=0)
   fresh_opt = model_lib.create_model(net.cfg, seed=0, triangulation_ridge=opt_ridge)
   pad = (max(c.num_frames for g in clips_by_group.values() for c in g),
@@ -116,6 +121,15 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
     optimisation.seconds = float(np.mean(secs))
     return out
 
+  def fine_tuned(clips):
+    out, secs = [], []
+    for c in clips:
+      res = finetune.finetune(net, c, steps=ttft_steps, learning_rate=ttft_lr, lr_warmup_fraction=0.25)
+      out += evaluate.predict_with_model(res.net, [c], batch_size=1)
+      secs.append(res.seconds)
+    fine_tuned.seconds = float(np.mean(secs))
+    return out
+
   def trivial(clips):
     trivial.seconds = 0.0
     return [evaluate.identity_constant_depth(c) for c in clips]
@@ -126,9 +140,13 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
     for name, fn, subset in (("identity+const", trivial, clips), ("untrained", feed_forward(fresh), clips),
                              ("feed-forward", feed_forward(net), clips),
                              ("feed-forward (opt. subset)", feed_forward(net), clips[:opt_clips]),
-                             ("optimisation", optimisation, clips[:opt_clips])):
+                             ("optimisation", optimisation, clips[:opt_clips]),
+                             (f"fine-tuned ({ttft_steps} steps)", fine_tuned, clips[:opt_clips])):
       # The pooled camera-motion groups re-use the family groups' clips: no second optimisation run.
-      if name.startswith(("feed-forward (opt", "optimisation")) and (opt_clips <= 0 or group in POOLED_GROUPS):
+      if name.startswith(("feed-forward (opt", "optimisation", "fine-tuned")) and (
+          opt_clips <= 0 or group in POOLED_GROUPS):
+        continue
+      if name.startswith("fine-tuned") and ttft_steps <= 0:
         continue
       scores = evaluate.evaluate(fn, subset)["all"]
       results[group][name] = {**scores, "seconds_per_clip": getattr(fn, "seconds", float("nan")),
@@ -161,12 +179,14 @@ def main(argv):
     raise app.UsageError(f"--orbit_deg: expected two numbers min,max; got {_ORBIT.value}.")
   groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg,
                       _OBJECT_ONLY.value)
-  results = run_comparison(net, groups, _OPT_CLIPS.value, _OPT_STEPS.value, _OPT_LR.value, _OPT_RIDGE.value)
+  results = run_comparison(net, groups, _OPT_CLIPS.value, _OPT_STEPS.value, _OPT_LR.value, _OPT_RIDGE.value,
+                           _TTFT_STEPS.value, _TTFT_LR.value)
   out = Path(_OUT.value)
   out.mkdir(parents=True, exist_ok=True)
   settings = {k: getattr(flags.FLAGS, k) for k in ("model", "clips_per_family", "num_frames", "num_tracks",
                                                    "opt_clips", "opt_steps", "opt_lr", "opt_ridge", "seed",
-                                                   "camera_paths", "orbit_deg", "object_only_clips")}
+                                                   "camera_paths", "orbit_deg", "object_only_clips", "ttft_steps",
+                                                   "ttft_lr")}
   (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1))
   table = markdown(results)
   (out / "results.md").write_text(table + "\n")
@@ -189,6 +209,9 @@ if __name__ == "__main__":
   _OPT_RIDGE = flags.DEFINE_float(
       "opt_ridge", 1e-3, "Triangulation ridge of the optimisation-only baseline (the from-scratch training "
       "recipe's; a larger one pulls the points towards a fresh network's untrained ones).")
+  _TTFT_STEPS = flags.DEFINE_integer("ttft_steps", 0, "Test-time fine-tuning steps of the model on the "
+                                     "optimisation subset (0: no fine-tuned row).")
+  _TTFT_LR = flags.DEFINE_float("ttft_lr", 3e-4, "Test-time fine-tuning step size (reconstruct's default).")
   _SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
   _CAMERAS = flags.DEFINE_list("camera_paths", list(synthetic.CAMERA_PATHS),
                                "Camera paths of the synthetic clips (e.g. orbit).")

@@ -21,14 +21,14 @@ def test_groups_hold_object_only_clips_without_static_points():
 def test_comparison_scores_every_method():
   groups = evaluate_script.eval_clips(num_per_family=1, num_frames=8, num_tracks=16, seed=12, object_only=2)
   net = model.create_model("tiny", seed=0)
-  # The optimisation baseline is finetune.finetune (tests/test_finetune_eval.py); 0 clips here keeps this fast.
-  results = evaluate_script.run_comparison(net, {"object only": groups["object only"]}, opt_clips=0, opt_steps=2,
-                                           opt_lr=1e-3)
+  results = evaluate_script.run_comparison(net, {"object only": groups["object only"]}, opt_clips=1, opt_steps=1,
+                                           opt_lr=1e-3, ttft_steps=1)
   methods = results["object only"]
-  assert set(methods) == {"identity+const", "untrained", "feed-forward"}
-  assert all(r["num_clips"] == 2 for r in methods.values())
+  assert set(methods) == {"identity+const", "untrained", "feed-forward", "feed-forward (opt. subset)",
+                          "optimisation", "fine-tuned (1 steps)"}
+  assert [r["num_clips"] for r in methods.values()] == [2, 2, 2, 1, 1, 1]
   for r in methods.values():
     assert np.isfinite(r["abs_rel"]) and r["abs_rel"] >= 0
   # The trained and the fresh network are the same weights here (seed 0): same scores.
   assert methods["untrained"]["abs_rel"] == methods["feed-forward"]["abs_rel"]
-  assert "| object only | feed-forward | 2 |" in evaluate_script.markdown(results)
+  assert "| object only | fine-tuned (1 steps) | 1 |" in evaluate_script.markdown(results)
