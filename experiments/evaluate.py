@@ -11,6 +11,9 @@ or validation), each clip cut to `--num_frames` frames and `--num_tracks` tracks
                   (a fresh network triangulating with ridge `--opt_ridge`, Adam,
                   `--opt_steps` steps, best state kept), on
                   the first `--opt_clips` clips of each group (slow on CPU)
+  rigid factorisation  Tomasi-Kanade orthographic factorisation with the mirror
+                  chosen by perspective (tracks4d/baselines), on groups whose
+                  tracks are all complete (visible in every frame: CMU-mocap)
   fine-tuned      with `--ttft_steps` > 0: the model fine-tuned on each of those
                   clips by the same losses (test-time fine-tuning as in
                   `reconstruct --finetune_steps`: step size `--ttft_lr`, a ramp
@@ -30,6 +33,11 @@ as in the CMU-mocap sequences), feed-forward and trivial baselines only:
   python -m experiments.evaluate --model=tracks4d/pretrained/small --out=runs/eval_fast_orbit \
       --camera_paths=orbit --orbit_deg=90,110 --clips_per_family=4 --opt_clips=0
 
+CMU-mocap only (`--groups` keeps the named groups):
+
+  python -m experiments.evaluate --model=tracks4d/pretrained/small --out=runs/eval_cmu \
+      --groups=nrsfm-mocap --opt_clips=0
+
 Writes results.json and results.md to --out and prints the table.
 """
 
@@ -45,6 +53,7 @@ import numpy as np
 
 from tracks4d import model as model_lib
 from tracks4d import synthetic
+from tracks4d.baselines import factorization
 from tracks4d.io import mocap_mat
 from tracks4d.training import checkpoint, data, evaluate, finetune
 
@@ -134,10 +143,21 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
     trivial.seconds = 0.0
     return [evaluate.identity_constant_depth(c) for c in clips]
 
+  def rigid_factorisation(clips):
+    t0 = time.perf_counter()
+    out = []
+    for c in clips:
+      rec = factorization.rigid_factorization(c)
+      out.append(evaluate.Reconstruction3D(w2c=rec.w2c, depth=rec.depth))
+    rigid_factorisation.seconds = (time.perf_counter() - t0) / len(clips)
+    return out
+
   results = {}
   for group, clips in clips_by_group.items():
     results[group] = {}
+    complete = all(np.asarray(c.visible).all() for c in clips)
     for name, fn, subset in (("identity+const", trivial, clips), ("untrained", feed_forward(fresh), clips),
+                             ("rigid factorisation", rigid_factorisation, clips if complete else []),
                              ("feed-forward", feed_forward(net), clips),
                              ("feed-forward (opt. subset)", feed_forward(net), clips[:opt_clips]),
                              ("optimisation", optimisation, clips[:opt_clips]),
@@ -146,7 +166,7 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
       if name.startswith(("feed-forward (opt", "optimisation", "fine-tuned")) and (
           opt_clips <= 0 or group in POOLED_GROUPS):
         continue
-      if name.startswith("fine-tuned") and ttft_steps <= 0:
+      if (name.startswith("fine-tuned") and ttft_steps <= 0) or not subset:
         continue
       scores = evaluate.evaluate(fn, subset)["all"]
       results[group][name] = {**scores, "seconds_per_clip": getattr(fn, "seconds", float("nan")),
@@ -179,6 +199,11 @@ def main(argv):
     raise app.UsageError(f"--orbit_deg: expected two numbers min,max; got {_ORBIT.value}.")
   groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg,
                       _OBJECT_ONLY.value)
+  if _GROUPS.value:
+    unknown = sorted(set(_GROUPS.value) - set(groups))
+    if unknown:
+      raise app.UsageError(f"--groups: unknown {unknown}; expected some of {sorted(groups)}.")
+    groups = {k: v for k, v in groups.items() if k in _GROUPS.value}
   results = run_comparison(net, groups, _OPT_CLIPS.value, _OPT_STEPS.value, _OPT_LR.value, _OPT_RIDGE.value,
                            _TTFT_STEPS.value, _TTFT_LR.value)
   out = Path(_OUT.value)
@@ -186,7 +211,7 @@ def main(argv):
   settings = {k: getattr(flags.FLAGS, k) for k in ("model", "clips_per_family", "num_frames", "num_tracks",
                                                    "opt_clips", "opt_steps", "opt_lr", "opt_ridge", "seed",
                                                    "camera_paths", "orbit_deg", "object_only_clips", "ttft_steps",
-                                                   "ttft_lr")}
+                                                   "ttft_lr", "groups")}
   (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1))
   table = markdown(results)
   (out / "results.md").write_text(table + "\n")
@@ -213,6 +238,7 @@ if __name__ == "__main__":
                                      "optimisation subset (0: no fine-tuned row).")
   _TTFT_LR = flags.DEFINE_float("ttft_lr", 3e-4, "Test-time fine-tuning step size (reconstruct's default).")
   _SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
+  _GROUPS = flags.DEFINE_list("groups", [], "Evaluate only these groups (default: all).")
   _CAMERAS = flags.DEFINE_list("camera_paths", list(synthetic.CAMERA_PATHS),
                                "Camera paths of the synthetic clips (e.g. orbit).")
   _ORBIT = flags.DEFINE_list("orbit_deg", [f"{x:g}" for x in synthetic.ORBIT_DEG],

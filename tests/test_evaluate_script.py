@@ -32,3 +32,15 @@ def test_comparison_scores_every_method():
   # The trained and the fresh network are the same weights here (seed 0): same scores.
   assert methods["untrained"]["abs_rel"] == methods["feed-forward"]["abs_rel"]
   assert "| object only | fine-tuned (1 steps) | 1 |" in evaluate_script.markdown(results)
+
+
+def test_rigid_factorisation_row_only_for_complete_tracks():
+  groups = evaluate_script.eval_clips(num_per_family=1, num_frames=8, num_tracks=16, seed=12, object_only=1)
+  clip = groups["object only"][0]
+  assert not np.asarray(clip.visible).all()  # Synthetic clips have hidden entries: no factorisation row.
+  complete = clip.replace(visible=np.ones_like(clip.visible))
+  results = evaluate_script.run_comparison(model.create_model("tiny", seed=0),
+                                           {"hidden": [clip], "complete": [complete]}, opt_clips=0, opt_steps=0,
+                                           opt_lr=1e-3)
+  assert "rigid factorisation" not in results["hidden"]
+  assert np.isfinite(results["complete"]["rigid factorisation"]["abs_rel"])
