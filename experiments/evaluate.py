@@ -121,23 +121,17 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
       return out
     return predict
 
-  def optimisation(clips):
-    out, secs = [], []
-    for c in clips:
-      res = finetune.finetune(fresh_opt, c, steps=opt_steps, learning_rate=opt_lr, warmup_steps=opt_steps // 10)
-      out += evaluate.predict_with_model(res.net, [c], batch_size=1)
-      secs.append(res.seconds)
-    optimisation.seconds = float(np.mean(secs))
-    return out
-
-  def fine_tuned(clips):
-    out, secs = [], []
-    for c in clips:
-      res = finetune.finetune(net, c, steps=ttft_steps, learning_rate=ttft_lr, lr_warmup_fraction=0.25)
-      out += evaluate.predict_with_model(res.net, [c], batch_size=1)
-      secs.append(res.seconds)
-    fine_tuned.seconds = float(np.mean(secs))
-    return out
+  def fitted(start, **finetune_kwargs):
+    """`start` fitted to each clip by finetune.finetune (the optimisation and fine-tuned rows)."""
+    def predict(clips):
+      out, secs = [], []
+      for c in clips:
+        res = finetune.finetune(start, c, **finetune_kwargs)
+        out += evaluate.predict_with_model(res.net, [c], batch_size=1)
+        secs.append(res.seconds)
+      predict.seconds = float(np.mean(secs))
+      return out
+    return predict
 
   def trivial(clips):
     trivial.seconds = 0.0
@@ -152,6 +146,8 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
     rigid_factorisation.seconds = (time.perf_counter() - t0) / len(clips)
     return out
 
+  optimisation = fitted(fresh_opt, steps=opt_steps, learning_rate=opt_lr, warmup_steps=opt_steps // 10)
+  fine_tuned = fitted(net, steps=ttft_steps, learning_rate=ttft_lr, lr_warmup_fraction=0.25)
   results = {}
   for group, clips in clips_by_group.items():
     results[group] = {}
@@ -223,19 +219,19 @@ if __name__ == "__main__":
   # imported beside other mains (absl flags are process-global).
   _MODEL = flags.DEFINE_string("model", "tracks4d/pretrained/small", "Model folder or training workdir.")
   _OUT = flags.DEFINE_string("out", "runs/eval", "Output folder.")
-  _CLIPS = flags.DEFINE_integer("clips_per_family", 16, "Synthetic clips per family.")
-  _OBJECT_ONLY = flags.DEFINE_integer("object_only_clips", 8,
-                                      "Object-only synthetic clips (dynamic families in turn, no background).")
-  _FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per clip.")
-  _TRACKS = flags.DEFINE_integer("num_tracks", 128, "Tracks per clip.")
-  _OPT_CLIPS = flags.DEFINE_integer("opt_clips", 2, "Clips per group for the optimisation-only baseline.")
-  _OPT_STEPS = flags.DEFINE_integer("opt_steps", 300, "Steps of the optimisation-only baseline.")
+  _CLIPS = flags.DEFINE_integer("clips_per_family", 16, "Synthetic clips per family.", lower_bound=0)
+  _OBJECT_ONLY = flags.DEFINE_integer(
+      "object_only_clips", 8, "Object-only synthetic clips (dynamic families in turn, no background).", lower_bound=0)
+  _FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per clip.", lower_bound=2)
+  _TRACKS = flags.DEFINE_integer("num_tracks", 128, "Tracks per clip.", lower_bound=1)
+  _OPT_CLIPS = flags.DEFINE_integer("opt_clips", 2, "Clips per group for the optimisation-only baseline.", lower_bound=0)
+  _OPT_STEPS = flags.DEFINE_integer("opt_steps", 300, "Steps of the optimisation-only baseline.", lower_bound=0)
   _OPT_LR = flags.DEFINE_float("opt_lr", 1e-3, "Learning rate of the optimisation-only baseline.")
   _OPT_RIDGE = flags.DEFINE_float(
       "opt_ridge", 1e-3, "Triangulation ridge of the optimisation-only baseline (the from-scratch training "
       "recipe's; a larger one pulls the points towards a fresh network's untrained ones).")
   _TTFT_STEPS = flags.DEFINE_integer("ttft_steps", 0, "Test-time fine-tuning steps of the model on the "
-                                     "optimisation subset (0: no fine-tuned row).")
+                                     "optimisation subset (0: no fine-tuned row).", lower_bound=0)
   _TTFT_LR = flags.DEFINE_float("ttft_lr", 3e-4, "Test-time fine-tuning step size (reconstruct's default).")
   _SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
   _GROUPS = flags.DEFINE_list("groups", [], "Evaluate only these groups (default: all).")

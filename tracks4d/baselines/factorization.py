@@ -92,25 +92,19 @@ def rigid_factorization(tracks: Tracks) -> RigidFactorization:
   motion, shape = u[:, :3] * np.sqrt(s[:3]), np.sqrt(s[:3])[:, None] * vt[:3]
   q = _metric_upgrade(motion)
   motion, shape = motion @ q, np.linalg.solve(q, shape)
+  xy_px = np.asarray(tracks.xy_px, np.float64)
   best = None
   for mirror in (1.0, -1.0):
-    xyz = (shape * np.array([[1.0], [1.0], [mirror]])).T  # (n, 3)
-    rot, trans = [], []
-    for i in range(t):
-      flip = np.array([1.0, 1.0, mirror])  # M S = (M F)(F S) with F = diag(1, 1, mirror).
-      r1, r2 = motion[2 * i] * flip, motion[2 * i + 1] * flip
-      scale = 0.5 * (np.linalg.norm(r1) + np.linalg.norm(r2))
-      r1 = r1 / np.linalg.norm(r1)
-      r2 = r2 - (r2 @ r1) * r1
-      r2 = r2 / np.linalg.norm(r2)
-      dist = 1.0 / scale
-      rot.append(np.stack([r1, r2, np.cross(r1, r2)]))
-      trans.append(np.array([centre[2 * i, 0] * dist, centre[2 * i + 1, 0] * dist, dist]))
-    w2c = geometry.make_pose(np.stack(rot), np.stack(trans))
+    flip = np.array([1.0, 1.0, mirror])  # M S = (M F)(F S) with F = diag(1, 1, mirror).
+    xyz = (shape * flip[:, None]).T  # (n, 3)
+    rows = motion.reshape(t, 2, 3) * flip  # Each frame's two camera rows, scaled by 1 / distance.
+    dist = 1.0 / np.linalg.norm(rows, axis=-1).mean(-1)  # (t,)
+    # Rows r1, r2 orthonormalised, r3 = r1 x r2: the transpose of the 6D rotation's columns.
+    rot = np.swapaxes(geometry.rot6d_to_matrix(rows.reshape(t, 6)), -1, -2)
+    w2c = geometry.make_pose(rot, np.stack([centre[0::2, 0] * dist, centre[1::2, 0] * dist, dist], -1))
     xyz_cam = np.asarray(geometry.transform_points(w2c, np.broadcast_to(xyz, (t, n, 3))))
-    depth = xyz_cam[..., 2]
-    proj = xyz_cam[..., :2] / np.maximum(depth, 1e-9)[..., None]
-    reproj_px = float(np.mean(np.linalg.norm((proj - xy_n) * k[:, None, [0, 1], [0, 1]], axis=-1)))
+    proj_px, depth = geometry.project(xyz_cam, k)
+    reproj_px = float(np.mean(np.linalg.norm(proj_px - xy_px, axis=-1)))
     if depth.min() > 0 and (best is None or reproj_px < best.reproj_px):
       best = RigidFactorization(w2c=w2c, xyz_world=xyz, depth=depth, reproj_px=reproj_px)
   if best is None:

@@ -88,8 +88,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, we
     (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    metrics = {f"loss/{f}": getattr(terms, f) for f in ("total", "static", "dynamic", "negative_depth", "sparsity",
-                                                         "warmup", "static_prior")}
+    metrics = {f"loss/{f.name}": getattr(terms, f.name) for f in dataclasses.fields(terms)}
     metrics["grad_norm"] = optax.global_norm(grads)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
