@@ -224,7 +224,8 @@ if __name__ == "__main__":
       "object_only_clips", 8, "Object-only synthetic clips (dynamic families in turn, no background).", lower_bound=0)
   _FRAMES = flags.DEFINE_integer("num_frames", 32, "Frames per clip.", lower_bound=2)
   _TRACKS = flags.DEFINE_integer("num_tracks", 128, "Tracks per clip.", lower_bound=1)
-  _OPT_CLIPS = flags.DEFINE_integer("opt_clips", 2, "Clips per group for the optimisation-only baseline.", lower_bound=0)
+  _OPT_CLIPS = flags.DEFINE_integer("opt_clips", 2, "Clips per group for the optimisation-only baseline.",
+                                    lower_bound=0)
   _OPT_STEPS = flags.DEFINE_integer("opt_steps", 300, "Steps of the optimisation-only baseline.", lower_bound=0)
   _OPT_LR = flags.DEFINE_float("opt_lr", 1e-3, "Learning rate of the optimisation-only baseline.")
   _OPT_RIDGE = flags.DEFINE_float(
