@@ -26,6 +26,19 @@ def as_batch(*clips, **kw):
   return batch_tracks(list(clips), **kw)
 
 
+def assert_same_cameras(c2w_a, c2w_b):
+  """Rotations to 1e-5; centres to 1e-5 of the scene's distance (|centre_prior| = 15).
+
+  The centres are ~15 units, where float32 resolves ~1e-6; the factorisation that
+  initialises the cameras (model/camera_init.py) sums over tracks, so another track
+  order or padding changes its rounding, magnified by its conditioning.
+  """
+  c2w_a, c2w_b = np.asarray(c2w_a), np.asarray(c2w_b)
+  np.testing.assert_allclose(c2w_a[..., :3, :3], c2w_b[..., :3, :3], atol=1e-5)
+  np.testing.assert_allclose(c2w_a[..., :3, 3], c2w_b[..., :3, 3], atol=1e-5 * 15.0)
+  np.testing.assert_array_equal(c2w_a[..., 3, :], c2w_b[..., 3, :])
+
+
 @pytest.fixture(scope="module")
 def net():
   # Small chunks so the chunked attention path runs with several chunks. The
@@ -39,7 +52,7 @@ def test_permuting_tracks_permutes_outputs(net):
   perm = np.random.default_rng(0).permutation(c.num_tracks)
   a = run(net, as_batch(c))
   b = run(net, as_batch(select_tracks(c, perm)))
-  np.testing.assert_allclose(b.c2w, a.c2w, atol=1e-5)
+  assert_same_cameras(b.c2w, a.c2w)
   np.testing.assert_allclose(b.focal, a.focal, atol=1e-5)
   np.testing.assert_allclose(b.raw.coeff, a.raw.coeff, atol=1e-5)
   np.testing.assert_allclose(b.raw.bases, a.raw.bases[:, perm], atol=1e-5)
@@ -61,7 +74,7 @@ def test_padding_tracks_and_frames_changes_nothing(net):
   vis[t:], vis[:, n:] = True, True
   padded = padded.replace(xy_px=xy, visible=vis)
   b = run(net, as_batch(padded))
-  np.testing.assert_allclose(b.c2w[:, :t], a.c2w, atol=1e-5)
+  assert_same_cameras(b.c2w[:, :t], a.c2w)
   np.testing.assert_allclose(b.raw.bases[:, :n], a.raw.bases, atol=1e-5)
   np.testing.assert_allclose(b.xyz_world[:, :t, :n], a.xyz_world, atol=1e-4)
 
@@ -92,7 +105,7 @@ def test_batch_with_padding_equals_clips_one_by_one(net):
   for i, c in enumerate(clips):
     one = run(net, as_batch(c))
     t, n = c.num_frames, c.num_tracks
-    np.testing.assert_allclose(batch.c2w[i, :t], one.c2w[0], atol=1e-5)
+    assert_same_cameras(batch.c2w[i, :t], one.c2w[0])
     np.testing.assert_allclose(batch.xyz_world[i, :t, :n], one.xyz_world[0], atol=1e-4)
 
 
@@ -102,7 +115,7 @@ def test_occluded_entries_do_not_influence_through_attention(net):
   xy = np.array(c.xy_px)
   xy[~c.visible] += 1000.0  # The tracker's guesses for occluded entries change.
   b = run(net, as_batch(c.replace(xy_px=xy)))
-  np.testing.assert_allclose(b.c2w, a.c2w, atol=1e-5)
+  assert_same_cameras(b.c2w, a.c2w)
   np.testing.assert_allclose(b.raw.bases, a.raw.bases, atol=1e-5)
 
 

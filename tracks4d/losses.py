@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from tracks4d import geometry
-from tracks4d.model.outputs import Prediction
+from tracks4d.model.outputs import Prediction, robust_static_term
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,10 +82,10 @@ def unsupervised_losses(pred: Prediction, tracks, weights: LossWeights = LossWei
   valid = tracks.visible & tracks.frame_mask[..., :, None] & tracks.track_mask[..., None, :]
   gamma = pred.raw.gamma[:, None, :]  # (b, 1, n)
   r2 = ((pred.xy_static - x) ** 2).sum(-1)
-  static = _masked_mean(jnp.log(gamma + r2 / gamma), valid)
+  static = _masked_mean(robust_static_term(r2, gamma), valid)
   g = jax.lax.stop_gradient(gamma)
   r2_prior = ((pred.xy_prior - x) ** 2).sum(-1)
-  static_prior = _masked_mean(jnp.log(g + r2_prior / g), valid)
+  static_prior = _masked_mean(robust_static_term(r2_prior, g), valid)
   # sqrt with a floor keeps the gradient finite at a perfect fit.
   dynamic = _masked_mean(jnp.sqrt(((pred.xy_dynamic - x) ** 2).sum(-1) + 1e-12), valid)
   neg = jax.nn.relu(-pred.depth) + jax.nn.relu(-pred.depth_static)

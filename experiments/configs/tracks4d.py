@@ -72,7 +72,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   # Model: a named variant (tracks4d.model.config) plus overrides.
   c.model = ml_collections.ConfigDict({"variant": arg, "dtype": "float32", "attention": "chunked",
                                        "chunk_size": 256, "triangulate_static": True, "triangulation_ridge": 1e-3,
-                                       "triangulation_gamma_ref": 0.0})
+                                       "triangulation_gamma_ref": 0.0,
+                                       "camera_init": "factorization"})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"

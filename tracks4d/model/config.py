@@ -20,6 +20,7 @@ import dataclasses
 import jax.numpy as jnp
 
 ATTENTION_IMPLS = ("chunked", "full", "cudnn")
+CAMERA_INITS = ("prior", "factorization")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,12 @@ class ModelConfig:
       track's observations are down-weighted like its static residuals, so it keeps
       the network's point instead of a least-squares point that explains nothing.
       0 (default): the same ridge for every track.
+    camera_init: where the camera head's output starts. "prior": identity
+      rotations and `centre_prior` for every frame. "factorization": per clip,
+      either that or the cameras of a rigid factorisation of the tracks
+      (model/camera_init.py), whichever gives the lower static loss term
+      (Tracks4DNet._choose_start). Adds no parameters, so a model trained with
+      "prior" loads and runs with it.
   """
 
   dim: int = 128
@@ -68,6 +75,7 @@ class ModelConfig:
   triangulate_static: bool = False
   triangulation_ridge: float = 1e-3
   triangulation_gamma_ref: float = 0.0
+  camera_init: str = "prior"
 
   def __post_init__(self):
     for field in ("dim", "num_blocks", "num_heads", "head_dim", "mlp_dim", "num_freqs", "chunk_size"):
@@ -85,6 +93,8 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.triangulation_ridge: expected > 0; got {self.triangulation_ridge}.")
     if not self.triangulation_gamma_ref >= 0:
       raise ValueError(f"ModelConfig.triangulation_gamma_ref: expected >= 0; got {self.triangulation_gamma_ref}.")
+    if self.camera_init not in CAMERA_INITS:
+      raise ValueError(f"ModelConfig.camera_init: expected one of {CAMERA_INITS}; got {self.camera_init!r}.")
     if self.head_dim % 2:
       raise ValueError(f"ModelConfig.head_dim: must be even for rotary time encoding; got {self.head_dim}.")
 
@@ -95,13 +105,13 @@ class ModelConfig:
 
 VARIANTS = {
     "tiny": ModelConfig(dim=32, num_blocks=1, num_heads=2, head_dim=16, mlp_dim=64, num_bases=4, num_freqs=6,
-                        triangulate_static=True),
+                        triangulate_static=True, camera_init="factorization"),
     "small": ModelConfig(dim=64, num_blocks=2, num_heads=4, head_dim=16, mlp_dim=256, num_bases=8,
-                         triangulate_static=True),
+                         triangulate_static=True, camera_init="factorization"),
     # The peer's per-frame head is a temporal convolution; ours is a linear read-out
     # of the (already time-attended) pooled features: 12.66 M parameters in all.
     "peer": ModelConfig(dim=256, num_blocks=3, num_heads=16, head_dim=64, mlp_dim=2048, num_bases=12, head_layers=0,
-                        triangulate_static=True),
+                        triangulate_static=True, camera_init="factorization"),
 }
 
 

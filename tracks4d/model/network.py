@@ -11,6 +11,9 @@ Heads (REFERENCE.md section 1, without the peer's circular time convolution):
   per frame: masked mean over tracks -> time-attention layer(s) -> camera centre
     c_t (3), focal factor (1), K-1 basis coefficients (the first fixed to 1),
     6D rotation (6); initialised at the camera prior (identity, centre_prior).
+    With `camera_init="factorization"` the head's output is also applied on top of
+    a rigid factorisation's cameras (model/camera_init.py), and each clip keeps
+    the start whose static points explain the tracks better (`_choose_start`).
   per track: masked mean over time -> basis B_j (3 x K) and movement level
     gamma_j = ELU(.) + 1 + 1e-5. With `triangulate_static`, the static point
     B_j^0 is the closed-form triangulation of the track under the predicted
@@ -26,9 +29,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from tracks4d import geometry
 from tracks4d.model.attention import TransformerLayer
+from tracks4d.model.camera_init import factorization_cameras
 from tracks4d.model.config import ModelConfig
-from tracks4d.model.outputs import RawOutputs
+from tracks4d.model.outputs import RawOutputs, static_score
 from tracks4d.model.triangulation import triangulate_static
 
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -111,27 +116,60 @@ class Tracks4DNet(nnx.Module):
     x = x.astype(jnp.float32)
 
     # Per-frame head.
+    prior = jnp.asarray(cfg.centre_prior, jnp.float32)
     f = masked_mean(x, valid, axis=2)  # (b, t, d)
     for layer in self.frame_layers:
       f = layer(f, frame_mask, jnp.broadcast_to(jnp.arange(t), (b, t)))
     f = self.frame_head(self.frame_norm(f))
     k = cfg.num_bases
-    centre = f[..., :3] + jnp.asarray(cfg.centre_prior, jnp.float32)
     log_focal = f[..., 3] if cfg.focal_correction else jnp.zeros_like(f[..., 3])
     coeff = jnp.concatenate([jnp.ones_like(f[..., :1]), f[..., 4:4 + k - 1]], axis=-1)
     rot6d = f[..., 4 + k - 1:] + jnp.asarray(_IDENTITY_6D, jnp.float32)
-
+    centre = f[..., :3] + prior
     # Per-track head.
     g = self.track_head(self.track_norm(masked_mean(x, valid, axis=1)))  # (b, n, 3k + 1)
     bases = einops.rearrange(g[..., :3 * k], "b n (xyz k) -> b n xyz k", xyz=3)
     gamma = jax.nn.elu(g[..., -1]) + 1.0 + 1e-5
+    ridge = jnp.full(gamma.shape, cfg.triangulation_ridge)  # (b, n)
+    if cfg.triangulation_gamma_ref > 0:
+      ridge = ridge * (1.0 + (jax.lax.stop_gradient(gamma) / cfg.triangulation_gamma_ref) ** 2)
+    if cfg.camera_init == "factorization":
+      rot6d, centre = self._choose_start(rot6d, centre, log_focal, bases[..., 0], gamma, ridge, xy_norm, valid,
+                                         frame_mask)
     prior_static = None
     if cfg.triangulate_static:
       prior_static = bases[..., 0]
-      ridge = jnp.full(gamma.shape, cfg.triangulation_ridge)  # (b, n)
-      if cfg.triangulation_gamma_ref > 0:
-        ridge = ridge * (1.0 + (jax.lax.stop_gradient(gamma) / cfg.triangulation_gamma_ref) ** 2)
       static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
       bases = bases.at[..., 0].set(static)
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,
                       prior_static=prior_static)
+
+  def _choose_start(self, rot6d, centre, log_focal, own_static, gamma, ridge, xy_norm, valid, frame_mask):
+    """Per clip, the head's cameras from the prior start or on top of the factorisation's.
+
+    Both candidates get the head's per-frame correction (rotation R_head, centre
+    offset): prior start (R_head, prior + offset) or factorisation start
+    (R_fact R_head, c_fact + offset). Each is scored by the static loss term,
+    mean log(gamma + r^2 / gamma) over valid entries, with r the reprojection
+    error of its triangulated static points (ridge to `own_static`); the lower
+    score wins (a hard choice under stop-gradient; the chosen cameras keep their
+    gradients). Where nothing is static but the content moves rigidly enough (a
+    person filmed by a turning camera) the factorisation explains the tracks as
+    static and wins; in scenes with a static background seen in perspective, the
+    prior start usually does.
+    """
+    cfg = self.cfg
+    prior = jnp.asarray(cfg.centre_prior, jnp.float32)
+    init_rot6d, init_centre, _ = factorization_cameras(xy_norm, valid, frame_mask, cfg.centre_prior)
+    head_rot = geometry.rot6d_to_matrix(rot6d)
+    fact_rot6d = geometry.matrix_to_rot6d(geometry.rot6d_to_matrix(init_rot6d) @ head_rot)
+    fact_centre = init_centre + (centre - prior)
+    sg = jax.lax.stop_gradient
+
+    def score(r6, c):
+      static = triangulate_static(r6, c, log_focal, xy_norm, valid, own_static, ridge)
+      return static_score(sg(r6), sg(c), sg(log_focal), sg(static), sg(gamma), xy_norm, valid)
+
+    use_fact = score(fact_rot6d, fact_centre) < score(rot6d, centre)  # (b,)
+    pick = lambda a, b: jnp.where(use_fact[:, None, None], a, b)
+    return pick(fact_rot6d, rot6d), pick(fact_centre, centre)

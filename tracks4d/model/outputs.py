@@ -122,3 +122,25 @@ def decode(raw: RawOutputs) -> Prediction:
       depth_static=cam_static[..., 2],
       xy_prior=_project(cam_prior, sg(focal)),
   )
+
+
+def robust_static_term(r2, gamma):
+  """The static loss's per-entry term log(gamma + r^2 / gamma) (REFERENCE.md section 1)."""
+  return jnp.log(gamma + r2 / gamma)
+
+
+def static_score(rot6d, centre, log_focal, static, gamma, xy_norm, valid):
+  """Per-clip mean static term of static points under cameras.
+
+  Args:
+    rot6d: (b, t, 6) camera-to-world rotations; centre (b, t, 3); log_focal (b, t).
+    static: (b, n, 3) static points; gamma: (b, n) movement levels.
+    xy_norm: (b, t, n, 2) observations; valid: (b, t, n) bool.
+
+  Returns:
+    (b,) mean of `robust_static_term` over each clip's valid entries.
+  """
+  cam = _to_camera(geometry.rot6d_to_matrix(rot6d), centre, static[:, None])
+  r2 = ((_project(cam, jnp.exp(log_focal)) - xy_norm) ** 2).sum(-1)
+  w = valid.astype(r2.dtype)
+  return (robust_static_term(r2, gamma[:, None, :]) * w).sum((1, 2)) / jnp.maximum(w.sum((1, 2)), 1.0)
