@@ -44,7 +44,7 @@ def net():
   # Small chunks so the chunked attention path runs with several chunks. The
   # network's own static points: exact equalities below are then float32
   # rounding only (the triangulated points are tested below).
-  return model.create_model("tiny", seed=1, chunk_size=8, triangulate_static=False)
+  return model.create_model("tiny", seed=1, chunk_size=8, triangulate_static=False, camera_init="factorization")
 
 
 def test_permuting_tracks_permutes_outputs(net):

@@ -23,8 +23,9 @@ Variants (`:arg`):
   tiny   for CPU tests: 28 k parameters, 6-frame clips, a few steps, seconds.
 
 The shipped checkpoint (tracks4d/pretrained/small, see its MODEL_CARD.md) is the `small`
-run above (--workdir=workdirs/small_vp) fine-tuned twice, 600 steps each, about 25 min
-each on a 2-core CPU:
+run above (--workdir=workdirs/small_vp) fine-tuned three times. The first two, 600 steps
+each, about 25 min each on a 2-core CPU, predate `camera_init` (equivalent to
+`--config.model.camera_init=prior`):
 
   python -m experiments.train --config=experiments/configs/tracks4d.py:small \
       --workdir=workdirs/ft_prior --config.init_from=workdirs/small_vp/model \
@@ -41,8 +42,16 @@ prior point) improve the depth of moving and low-parallax tracks; the wider orbi
 teach fast camera turns (up to ~5 deg per frame). Expected: validation AbsRel 0.270
 after the first (the `small` run's 32 clips; 0.235 on moving points, ATE / median
 depth 0.013); 0.257 after the second, on its own validation clips, which have its
-wider orbits (0.256, 0.017). The held-out comparison with the baselines is in
-BENCHMARKS.md.
+wider orbits (0.256, 0.017).
+
+The third (4,000 steps, 265 s on one H100 with 13 data workers; MODEL_CARD.md has the
+full command) adds the factorisation camera start (`camera_init="factorization"`, the
+default of small and peer now) and 30% object-only clips:
+  ... --workdir=workdirs/gpu_ft2 --config.init_from=workdirs/ft_orbit/model --config.seed=4
+      --config.num_steps=4000 --config.optimizer.learning_rate=2e-4
+      --config.data.generator.object_only_frac=0.3 (other flags as above)
+Expected: validation AbsRel 0.195 on its own mix (30% object-only). The held-out
+comparison with the baselines is in BENCHMARKS.md.
 
 Override anything on the command line, e.g. `--config.num_steps=500`,
 `--config.data.source=dataset --config.data.dataset=data/synthetic_train`,
@@ -55,6 +64,7 @@ from __future__ import annotations
 import ml_collections
 
 from experiments.configs.synthetic_data import generator_config
+from tracks4d.model.config import model_config
 
 
 def get_config(arg: str = "small") -> ml_collections.ConfigDict:
@@ -73,7 +83,7 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict({"variant": arg, "dtype": "float32", "attention": "chunked",
                                        "chunk_size": 256, "triangulate_static": True, "triangulation_ridge": 1e-3,
                                        "triangulation_gamma_ref": 0.0,
-                                       "camera_init": "factorization"})
+                                       "camera_init": model_config(arg).camera_init})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"
