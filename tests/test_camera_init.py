@@ -19,7 +19,8 @@ def orbit_scene(num_frames=20, num_tracks=60, distance=20.0, deg_per_frame=2.0, 
   ang = np.deg2rad(deg_per_frame) * np.arange(num_frames)
   eye = distance * np.stack([np.sin(ang), 0.3 * np.ones_like(ang), -np.cos(ang)], -1)
   c2w = np.asarray(geometry.look_at(eye, np.zeros(3)))
-  cam = np.asarray(geometry.transform_points(geometry.invert_pose(c2w), np.broadcast_to(pts, (num_frames,) + pts.shape)))
+  pts_t = np.broadcast_to(pts, (num_frames,) + pts.shape)
+  cam = np.asarray(geometry.transform_points(geometry.invert_pose(c2w), pts_t))
   return cam[..., :2] / cam[..., 2:], c2w
 
 
@@ -76,7 +77,8 @@ def test_a_still_camera_stays_still():
   xy = xy + np.random.default_rng(0).normal(scale=1e-5, size=xy.shape)
   rot6d, centre, _ = run(xy, np.ones(xy.shape[:2], bool))
   assert np.isfinite(rot6d).all() and np.isfinite(centre).all()
-  angles = np.rad2deg(np.linalg.norm(np.asarray(geometry.matrix_to_axis_angle(geometry.rot6d_to_matrix(rot6d))), axis=-1))
+  aa = np.asarray(geometry.matrix_to_axis_angle(geometry.rot6d_to_matrix(rot6d)))
+  angles = np.rad2deg(np.linalg.norm(aa, axis=-1))
   assert angles.max() < 0.1
 
 

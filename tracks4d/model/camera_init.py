@@ -1,10 +1,11 @@
 """Initial cameras by rigid weak-perspective factorisation of incomplete tracks.
 
-The network refines these cameras (`ModelConfig.camera_init = "factorization"`)
-instead of starting every clip from identity cameras. Where no point is static
-(a person filmed by a turning camera, the CMU-mocap sequences) the tracks'
-dominant rigid motion is the camera's, and this classical estimate finds it
-where the network alone did not (BENCHMARKS.md, "What fails on CMU-mocap").
+With `ModelConfig.camera_init = "factorization"` the network may start its
+cameras from these instead of identity cameras, per clip
+(Tracks4DNet._choose_start). Where no point is static (a person filmed by a
+turning camera, the CMU-mocap sequences) the tracks' dominant rigid motion is the
+camera's, and this classical estimate finds it where the network alone did not
+(BENCHMARKS.md, "The shipped model vs baselines").
 
 Method (Tomasi and Kanade 1992, with missing data):
   1. The tracks form W (2t, n) (x and y rows per frame), known where `valid`.
@@ -30,9 +31,10 @@ Without camera turns the content's depth axis is unobservable: noise-free
 tracks give identical rotations for all frames (identity after step 5), but
 tracker noise then drives the rotations (about 2 deg at 1e-4 normalised units of
 noise on a static cloud, 8 deg at 1e-3); the network's choice of start
-(Tracks4DNet._choose_start) is what rejects them. Everything is computed under stop-gradient: these are
-input features, not trained quantities. `tracks4d/baselines/factorization.py` is
-the exact (complete-track, numpy) version used as a classical baseline.
+(Tracks4DNet._choose_start) is what rejects them. Everything is computed under
+stop-gradient: a starting point, not a trained quantity.
+`tracks4d/baselines/factorization.py` is the exact (complete-track, numpy)
+version used as a classical baseline.
 
 Shapes: b batch, t frames, n tracks.
 """
