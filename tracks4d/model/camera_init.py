@@ -194,8 +194,7 @@ def factorization_cameras(xy_norm, valid, frame_mask, centre_prior=(0.0, 0.0, -1
   q = metric_upgrade(rows_x, rows_y, fw)
   motion = jnp.einsum("bri,bij->brj", motion, q)
   w = einops.rearrange(xy_norm, "b t n c -> b (t c) n")
-  mask = einops.repeat(valid, "b t n -> b (t c) n", c=2).astype(w.dtype)
-  shape = _solve_shape(motion, offset, w * mask, wmask)  # (b, 3, n)
+  shape = _solve_shape(motion, offset, w, wmask)  # (b, 3, n); wmask is 0 off the known entries
 
   rows = einops.rearrange(motion, "b (t c) i -> b t c i", c=2)
   scale = jnp.maximum(jnp.linalg.norm(rows, axis=-1).mean(-1), 1e-6)  # (b, t): 1 / distance

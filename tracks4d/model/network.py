@@ -133,19 +133,23 @@ class Tracks4DNet(nnx.Module):
     ridge = jnp.full(gamma.shape, cfg.triangulation_ridge)  # (b, n)
     if cfg.triangulation_gamma_ref > 0:
       ridge = ridge * (1.0 + (jax.lax.stop_gradient(gamma) / cfg.triangulation_gamma_ref) ** 2)
+    static = None  # The triangulated static points, when the choice of start already made them.
     if cfg.camera_init == "factorization":
-      rot6d, centre = self._choose_start(rot6d, centre, log_focal, bases[..., 0], gamma, ridge, xy_norm, valid,
-                                         frame_mask)
+      rot6d, centre, static = self._choose_start(rot6d, centre, log_focal, bases[..., 0], gamma, ridge, xy_norm,
+                                                 valid, frame_mask)
     prior_static = None
     if cfg.triangulate_static:
       prior_static = bases[..., 0]
-      static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
+      if static is None:
+        static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
       bases = bases.at[..., 0].set(static)
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,
                       prior_static=prior_static)
 
   def _choose_start(self, rot6d, centre, log_focal, own_static, gamma, ridge, xy_norm, valid, frame_mask):
     """Per clip, the head's cameras from the prior start or on top of the factorisation's.
+
+    Returns (rot6d, centre, static points triangulated under them, (b, n, 3)).
 
     Both candidates get the head's per-frame correction (rotation R_head, centre
     offset): prior start (R_head, prior + offset) or factorisation start
@@ -166,10 +170,12 @@ class Tracks4DNet(nnx.Module):
     fact_centre = init_centre + (centre - prior)
     sg = jax.lax.stop_gradient
 
-    def score(r6, c):
+    def triangulate_and_score(r6, c):
       static = triangulate_static(r6, c, log_focal, xy_norm, valid, own_static, ridge)
-      return static_score(sg(r6), sg(c), sg(log_focal), sg(static), sg(gamma), xy_norm, valid)
+      return static, static_score(sg(r6), sg(c), sg(log_focal), sg(static), sg(gamma), xy_norm, valid)
 
-    use_fact = score(fact_rot6d, fact_centre) < score(rot6d, centre)  # (b,)
+    static_fact, score_fact = triangulate_and_score(fact_rot6d, fact_centre)
+    static_prior, score_prior = triangulate_and_score(rot6d, centre)
+    use_fact = score_fact < score_prior  # (b,)
     pick = lambda a, b: jnp.where(use_fact[:, None, None], a, b)
-    return pick(fact_rot6d, rot6d), pick(fact_centre, centre)
+    return pick(fact_rot6d, rot6d), pick(fact_centre, centre), pick(static_fact, static_prior)
