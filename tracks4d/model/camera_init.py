@@ -161,7 +161,7 @@ def affine_factorization(xy_norm, valid, iters: int = ALS_ITERS, robust_rounds: 
 
 
 def factorization_cameras(xy_norm, valid, frame_mask, centre_prior=(0.0, 0.0, -15.0),
-                          iters: int = ALS_ITERS, robust_rounds: int = ROBUST_ROUNDS):
+                          iters: int = ALS_ITERS, robust_rounds: int = ROBUST_ROUNDS, both_mirrors: bool = False):
   """Camera-to-world rotations (6D) and centres of every frame from a rigid factorisation.
 
   Args:
@@ -170,12 +170,18 @@ def factorization_cameras(xy_norm, valid, frame_mask, centre_prior=(0.0, 0.0, -1
     frame_mask: (b, t) bool, False on padded frames (padding is at the end).
     centre_prior: frame 0's camera centre; the content is put at its distance.
     iters: alternating least-squares iterations.
+    robust_rounds: rounds of per-track Cauchy re-weighting.
+    both_mirrors: also return the other mirror's cameras (the perspective error
+      that picks the mirror is a weak cue when the content is far, turns little
+      or deforms; the network scores both, Tracks4DNet._choose_start).
 
   Returns:
     (rot6d (b, t, 6), centre (b, t, 3), reproj (b,)): camera-to-world rotations
     and centres, frame 0 with the identity rotation and centre `centre_prior`,
     and the rigid fit's mean perspective reprojection error (normalised units;
-    how rigid the content looks). All under stop-gradient.
+    how rigid the content looks), of the mirror with the lower error. With
+    `both_mirrors`, (b, 2, t, 6), (b, 2, t, 3) and (b, 2): that mirror first,
+    then the other. All under stop-gradient.
 
   Example:
     >>> rot6d, centre, reproj = factorization_cameras(xy_norm, valid, frame_mask)
@@ -215,16 +221,26 @@ def factorization_cameras(xy_norm, valid, frame_mask, centre_prior=(0.0, 0.0, -1
 
   c2w_a, err_a = fit(1.0)
   c2w_b, err_b = fit(-1.0)
-  c2w = jnp.where((err_a <= err_b)[:, None, None, None], c2w_a, c2w_b)  # (b, t, 3, 3)
+  a_first = (err_a <= err_b)[:, None, None, None]
+  c2w = jnp.where(a_first, c2w_a, c2w_b)  # (b, t, 3, 3), the lower-error mirror
   err = jnp.minimum(err_a, err_b)
 
   # Re-anchor: world' = frame 0's camera frame, shifted by centre_prior, scaled to the prior distance.
   prior = jnp.asarray(centre_prior, xy_norm.dtype)
   sigma = jnp.linalg.norm(prior) / ((dist * fw).sum(-1) / jnp.maximum(fw.sum(-1), 1.0))  # (b,)
-  rel = jnp.einsum("bij,btjk->btik", jnp.swapaxes(c2w[:, 0], -1, -2), c2w)  # R_0 R_t^T = c2w' of frame t
-  rel_t = jnp.einsum("btij,btj->bti", rel, trans)  # R_0 R_t^T T_t
-  centre = prior + sigma[:, None, None] * (trans[:, :1] - rel_t)
   eye = jnp.eye(3, dtype=xy_norm.dtype)
-  rel = jnp.where(frame_mask[..., None, None], rel, eye)
-  centre = jnp.where(frame_mask[..., None], centre, prior)
-  return sg(geometry.matrix_to_rot6d(rel)), sg(centre), sg(err)
+
+  def anchor(c2w):
+    rel = jnp.einsum("bij,btjk->btik", jnp.swapaxes(c2w[:, 0], -1, -2), c2w)  # R_0 R_t^T = c2w' of frame t
+    rel_t = jnp.einsum("btij,btj->bti", rel, trans)  # R_0 R_t^T T_t
+    centre = prior + sigma[:, None, None] * (trans[:, :1] - rel_t)
+    rel = jnp.where(frame_mask[..., None, None], rel, eye)
+    centre = jnp.where(frame_mask[..., None], centre, prior)
+    return sg(geometry.matrix_to_rot6d(rel)), sg(centre)
+
+  rot6d, centre = anchor(c2w)
+  if not both_mirrors:
+    return rot6d, centre, sg(err)
+  other_rot6d, other_centre = anchor(jnp.where(a_first, c2w_b, c2w_a))
+  return (jnp.stack([rot6d, other_rot6d], 1), jnp.stack([centre, other_centre], 1),
+          sg(jnp.stack([err, jnp.maximum(err_a, err_b)], 1)))

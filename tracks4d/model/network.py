@@ -151,31 +151,49 @@ class Tracks4DNet(nnx.Module):
 
     Returns (rot6d, centre, static points triangulated under them, (b, n, 3)).
 
-    Both candidates get the head's per-frame correction (rotation R_head, centre
-    offset): prior start (R_head, prior + offset) or factorisation start
-    (R_fact R_head, c_fact + offset). Each is scored by the static loss term,
-    mean log(gamma + r^2 / gamma) over valid entries, with r the reprojection
-    error of its triangulated static points (ridge to `own_static`); the lower
-    score wins (a hard choice under stop-gradient; the chosen cameras keep their
-    gradients). Where nothing is static but the content moves rigidly enough (a
-    person filmed by a turning camera) the factorisation explains the tracks as
-    static and wins; in scenes with a static background seen in perspective, the
-    prior start usually does.
+    Three candidates get the head's per-frame correction (rotation R_head, centre
+    offset): the prior start (R_head, prior + offset) and each mirror of the
+    factorisation (R_fact R_head, c_fact + offset). Each is scored by the static
+    loss term, mean log(gamma + r^2 / gamma) over valid entries, with r the
+    reprojection error of its triangulated static points (ridge to `own_static`);
+    the lowest score wins, the prior on ties (a hard choice under stop-gradient;
+    the chosen cameras keep their gradients). Where nothing is static but the
+    content moves rigidly enough (a person filmed by a turning camera) the
+    factorisation explains the tracks as static and wins; in scenes with a static
+    background seen in perspective, the prior start usually does. Scoring both
+    mirrors after triangulation, rather than trusting the factorisation's own
+    weak-perspective pick, matters for deforming content that turns in front of a
+    still camera (the CMU "dance" sequence).
     """
     cfg = self.cfg
-    prior = jnp.asarray(cfg.centre_prior, jnp.float32)
-    init_rot6d, init_centre, _ = factorization_cameras(xy_norm, valid, frame_mask, cfg.centre_prior)
-    head_rot = geometry.rot6d_to_matrix(rot6d)
-    fact_rot6d = geometry.matrix_to_rot6d(geometry.rot6d_to_matrix(init_rot6d) @ head_rot)
-    fact_centre = init_centre + (centre - prior)
     sg = jax.lax.stop_gradient
+    prior = jnp.asarray(cfg.centre_prior, jnp.float32)
+    fact_rot6d, fact_centre, _ = factorization_cameras(xy_norm, valid, frame_mask, cfg.centre_prior,
+                                                       both_mirrors=True)  # (b, 2, t, 6), (b, 2, t, 3)
+    b, t = rot6d.shape[:2]
+    # Starts (c: prior, mirror 1, mirror 2), each a rotation and centre per frame.
+    init_rot = jnp.concatenate([jnp.broadcast_to(jnp.eye(3), (b, 1, t, 3, 3)),
+                                geometry.rot6d_to_matrix(fact_rot6d)], 1)  # (b, c, t, 3, 3)
+    init_centre = jnp.concatenate([jnp.broadcast_to(prior, (b, 1, t, 3)), fact_centre], 1)  # (b, c, t, 3)
+    usable = jnp.isfinite(init_rot).all((2, 3, 4)) & jnp.isfinite(init_centre).all((2, 3))  # (b, c)
+    init_rot = jnp.where(usable[..., None, None, None], init_rot, jnp.eye(3))
+    init_centre = jnp.where(usable[..., None, None], init_centre, prior)
+    num = init_rot.shape[1]
 
-    def triangulate_and_score(r6, c):
-      static = triangulate_static(r6, c, log_focal, xy_norm, valid, own_static, ridge)
-      return static, static_score(sg(r6), sg(c), sg(log_focal), sg(static), sg(gamma), xy_norm, valid)
+    def apply(rot, cen, head_rot6d, head_centre):  # The head's correction on top of a start.
+      return geometry.matrix_to_rot6d(rot @ geometry.rot6d_to_matrix(head_rot6d)), cen + (head_centre - prior)
 
-    static_fact, score_fact = triangulate_and_score(fact_rot6d, fact_centre)
-    static_prior, score_prior = triangulate_and_score(rot6d, centre)
-    use_fact = score_fact < score_prior  # (b,)
-    pick = lambda a, b: jnp.where(use_fact[:, None, None], a, b)
-    return pick(fact_rot6d, rot6d), pick(fact_centre, centre), pick(static_fact, static_prior)
+    # Scoring is under stop-gradient: only the chosen start carries gradients, so
+    # nothing from the others (e.g. an ill-conditioned solve) reaches the update.
+    per_clip = lambda x: einops.repeat(sg(x), "b ... -> (b c) ...", c=num)
+    flat = lambda x: einops.rearrange(x, "b c ... -> (b c) ...")
+    cand_rot6d, cand_centre = apply(flat(init_rot), flat(init_centre), per_clip(rot6d), per_clip(centre))
+    lf, xy, v = per_clip(log_focal), per_clip(xy_norm), per_clip(valid)
+    cand_static = triangulate_static(cand_rot6d, cand_centre, lf, xy, v, per_clip(own_static), per_clip(ridge))
+    score = static_score(cand_rot6d, cand_centre, lf, cand_static, per_clip(gamma), xy, v)
+    score = jnp.where(flat(usable) & jnp.isfinite(score), score, jnp.inf)
+    best = jnp.argmin(einops.rearrange(score, "(b c) -> b c", c=num), axis=1)  # (b,); the prior on ties
+    pick = lambda x: jnp.take_along_axis(x, best.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
+    rot6d, centre = apply(pick(init_rot), pick(init_centre), rot6d, centre)
+    static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, own_static, ridge)
+    return rot6d, centre, static
