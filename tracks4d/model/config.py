@@ -38,7 +38,12 @@ class ModelConfig:
     num_bases: K, motion bases per track including the static one (the peer uses 12).
     num_freqs: Fourier frequencies 2^j pi, j < num_freqs, per input channel.
     head_layers: time-attention layers in the per-frame camera head.
-    focal_correction: predict a per-frame focal-length factor.
+    focal_correction: predict a per-frame focal-length factor. The synthetic
+      training clips have exact intrinsics, so the factor never learns to fix a
+      wrong focal length; it can only absorb motion the model does not explain
+      (0.90 on the CMU sequences). The shipped `small` model is fine-tuned and
+      run without it (its config.json); reconstruct estimates the focal length
+      from the tracks instead (reconstruct/intrinsics.py).
     centre_prior: camera centre the heads start from (the peer's warm-up target).
     attention: "chunked" (queries in chunks: memory linear in the number of
       tracks; any backend), "full" (all scores at once) or "cudnn" (fused, GPU).
@@ -55,9 +60,9 @@ class ModelConfig:
       0 (default): the same ridge for every track.
     camera_init: where the camera head's output starts. "prior": identity
       rotations and `centre_prior` for every frame. "factorization": per clip,
-      either that or the cameras of a rigid factorisation of the tracks
-      (model/camera_init.py), whichever gives the lower static loss term
-      (Tracks4DNet._choose_start). Adds no parameters, so a model trained with
+      either that or the cameras of a rigid factorisation of the tracks, in
+      either mirror (model/camera_init.py), whichever gives the lower static
+      loss term (Tracks4DNet._choose_start). Adds no parameters, so a model trained with
       "prior" loads and runs with it.
   """
 
