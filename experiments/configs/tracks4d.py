@@ -51,8 +51,8 @@ switches the focal factor off and uses 30% object-only clips:
       --config.num_steps=2000 --config.eval.every=500 --config.model.focal_correction=False
       --config.data.generator.object_only_frac=0.3 (other flags as above)
 Expected: validation AbsRel 0.217, 0.206, 0.203 at steps 500-1,500 on its own mix (30%
-object-only); the run then stops at step 1,829 with a NaN loss (cause not found yet) and
-its best export, step 1,500, is the shipped model (MODEL_CARD.md has the full command).
+object-only); the run then stops at step 1,828 on a non-finite gradient (cause not found
+yet) and its best export, step 1,500, is the shipped model (MODEL_CARD.md has the command).
 The held-out comparison with the baselines is in BENCHMARKS.md.
 
 Override anything on the command line, e.g. `--config.num_steps=500`,

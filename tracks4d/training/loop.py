@@ -211,10 +211,12 @@ def train_and_evaluate(config, workdir: str, progress: bool = True) -> dict:
       batch = step_lib.shard_batch(host_batch, mesh)
       state, metrics = train_step(state, batch)
       metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-      if not np.isfinite(metrics["loss/total"]):
+      # A finite loss with a non-finite gradient would leave NaN parameters: stop before they are saved.
+      if not (np.isfinite(metrics["loss/total"]) and np.isfinite(metrics["grad_norm"])):
         raise FloatingPointError(
-            f"loss is {metrics['loss/total']} at step {step} (batch of clips {source.clip_ids(step)} of "
-            f"{source.description}); the last good checkpoint is step {ckpts.latest.latest_step()} in {workdir}.")
+            f"loss is {metrics['loss/total']} (gradient norm {metrics['grad_norm']}) at step {step} (batch of "
+            f"clips {source.clip_ids(step)} of {source.description}); the last good checkpoint is step "
+            f"{ckpts.latest.latest_step()} in {workdir}.")
       clips_since += config.batch_size
       done = step + 1
       bar.update(1)
