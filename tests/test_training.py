@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -140,6 +141,40 @@ def test_nan_loss_stops_with_step_and_clips_after_checkpoint(tmp_path, monkeypat
   with pytest.raises(FloatingPointError, match=r"at step 3 \(batch of clips \[6, 7\].*last good checkpoint is step 2"):
     loop.train_and_evaluate(tiny(), str(tmp_path / "w"), progress=False)
   assert (tmp_path / "w" / "checkpoints" / "latest" / "2").is_dir()
+
+
+def test_finite_loss_with_a_nan_gradient_stops_before_any_save(tmp_path, monkeypatch):
+  # The shipped run's step 1,828: a finite loss but a non-finite gradient, so
+  # the parameters after the update are NaN. The run stops at that step, and the
+  # NaN state is never checkpointed (checkpoint_every=1 here).
+  from tracks4d.training import step as step_lib
+  marker = 12345.0
+  original_iterate, original_losses = data.SyntheticSource.iterate, step_lib.losses_lib.unsupervised_losses
+
+  def marked(self, start, stop):
+    for step, batch in original_iterate(self, start, stop):
+      if step == 3:
+        xy = np.array(batch.xy_px)
+        xy[0, 0, 0, 0] = marker
+        batch = batch.replace(xy_px=xy)
+      yield step, batch
+
+  def nan_gradient_on_the_marked_batch(pred, batch, *args, **kwargs):
+    out = original_losses(pred, batch, *args, **kwargs)
+    # Value 0 always; gradient 0 * sqrt'(1) = 0, but 0 * sqrt'(0) = NaN on the marked batch.
+    d = pred.depth.sum()
+    off = jnp.minimum(jnp.abs(batch.xy_px[0, 0, 0, 0] - marker), 1.0)
+    return out.replace(total=out.total + 0.0 * jnp.sqrt(d - d + off))
+
+  monkeypatch.setattr(data.SyntheticSource, "iterate", marked)
+  monkeypatch.setattr(step_lib.losses_lib, "unsupervised_losses", nan_gradient_on_the_marked_batch)
+  config = tiny()
+  config.checkpoint_every = 1
+  with pytest.raises(FloatingPointError, match=r"loss is -?[0-9.]+ \(gradient norm nan\) at step 3 \(batch of "
+                                               r"clips \[6, 7\].*last good checkpoint is step 3"):
+    loop.train_and_evaluate(config, str(tmp_path / "w"), progress=False)
+  latest = tmp_path / "w" / "checkpoints" / "latest"
+  assert sorted(p.name for p in latest.iterdir()) == ["3"]
 
 
 def test_killed_run_resumes_to_identical_parameters(finished_run, tmp_path):

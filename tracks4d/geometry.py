@@ -69,10 +69,13 @@ def rot6d_to_matrix(r6: Array) -> Array:
     >>> rot6d_to_matrix(np.array([1., 0, 0, 0, 1, 0]))  # identity
   """
   xp = _xp(r6)
+  # Norms clamped inside the square root: at a zero vector the gradient is zero,
+  # not NaN (the gradient of an unclamped norm is 0/0 there).
+  safe_norm = lambda v: xp.sqrt(xp.maximum((v * v).sum(-1, keepdims=True), 1e-16))
   a1, a2 = r6[..., :3], r6[..., 3:]
-  b1 = a1 / xp.maximum(xp.linalg.norm(a1, axis=-1, keepdims=True), 1e-8)
+  b1 = a1 / safe_norm(a1)
   a2 = a2 - (b1 * a2).sum(-1, keepdims=True) * b1
-  b2 = a2 / xp.maximum(xp.linalg.norm(a2, axis=-1, keepdims=True), 1e-8)
+  b2 = a2 / safe_norm(a2)
   b3 = xp.cross(b1, b2)
   return xp.stack([b1, b2, b3], axis=-1)
 

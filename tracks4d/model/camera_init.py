@@ -167,7 +167,9 @@ def factorization_cameras(xy_norm, valid, frame_mask, centre_prior=(0.0, 0.0, -1
   Args:
     xy_norm: (b, t, n, 2) normalised camera coordinates (focal 1).
     valid: (b, t, n) bool, the observations to use (visible, real frame and track).
-    frame_mask: (b, t) bool, False on padded frames (padding is at the end).
+    frame_mask: (b, t) bool, False on padded frames (padding is at the end). A
+      real frame with no valid observation gets the camera of the nearest frame
+      that has some.
     centre_prior: frame 0's camera centre; the content is put at its distance.
     iters: alternating least-squares iterations.
     robust_rounds: rounds of per-track Cauchy re-weighting.
@@ -190,7 +192,17 @@ def factorization_cameras(xy_norm, valid, frame_mask, centre_prior=(0.0, 0.0, -1
   sg = jax.lax.stop_gradient
   xy_norm, valid = sg(xy_norm), valid & frame_mask[..., None]
   motion, offset, _, wmask = affine_factorization(xy_norm, valid, iters, robust_rounds)
-  fw = frame_mask.astype(xy_norm.dtype)
+  # A real frame where no track is visible has no rows of its own (zeros): it
+  # takes those of the nearest frame that has some, and only frames with
+  # observations weigh in the metric upgrade and the scale.
+  seen = valid.any(-1)  # (b, t)
+  t = seen.shape[1]
+  gap = jnp.abs(jnp.arange(t)[:, None] - jnp.arange(t)[None, :])  # (t, t)
+  nearest = jnp.argmin(jnp.where(seen[:, None, :], gap, t + 1), axis=-1)  # (b, t); earlier frame on ties
+  take = lambda x: jnp.take_along_axis(x, nearest.reshape(nearest.shape + (1,) * (x.ndim - 2)), axis=1)
+  motion = einops.rearrange(take(einops.rearrange(motion, "b (t c) i -> b t c i", c=2)), "b t c i -> b (t c) i")
+  offset = einops.rearrange(take(einops.rearrange(offset, "b (t c) -> b t c", c=2)), "b t c -> b (t c)")
+  fw = seen.astype(xy_norm.dtype)
   # Gauge: frame 0's rows become e1, e2 (its cross product e3), so the ridge's
   # isotropic L = s I is frame 0's metric and pins what the other frames leave free.
   m1, m2 = motion[:, 0], motion[:, 1]

@@ -89,7 +89,7 @@ def make_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation, we
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     metrics = {f"loss/{f.name}": getattr(terms, f.name) for f in dataclasses.fields(terms)}
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
   if mesh is None:
