@@ -144,6 +144,40 @@ def test_network_starts_from_the_factorisation_where_it_explains_the_tracks(came
     np.testing.assert_allclose(geometry.rot6d_to_matrix(rot6d), np.broadcast_to(np.eye(3), (t, 3, 3)), atol=1e-6)
 
 
+@pytest.mark.parametrize("uncorrected_starts", [False, True])
+def test_uncorrected_starts_keep_a_start_the_head_would_spoil(uncorrected_starts):
+  # A head whose correction turns every camera by 30 deg (as a head that never
+  # saw such a clip might): with `uncorrected_starts` the factorisation's own
+  # cameras score better and are kept; without, the correction is applied.
+  xy, c2w = orbit_scene(seed=6)
+  t, n = xy.shape[:2]
+  net = model.create_model("tiny", seed=0, camera_init="factorization", uncorrected_starts=uncorrected_starts)
+  k = net.cfg.num_bases
+  turn = geometry.matrix_to_rot6d(np.asarray(geometry.axis_angle_to_matrix(np.array([0.0, np.deg2rad(30.0), 0.0]))))
+  net.frame_head.bias[...] = net.frame_head.bias[...].at[4 + k - 1:].add(
+      jnp.asarray(turn - network._IDENTITY_6D, jnp.float32))
+  inputs = (jnp.asarray(xy[None], jnp.float32), jnp.ones((1, t, n), bool), jnp.ones((1, t), bool),
+            jnp.ones((1, n), bool))
+  graphdef, params = nnx.split(net)
+
+  def depth_mean(p):
+    raw = nnx.merge(graphdef, p)(*inputs)
+    return model.decode(raw).depth.mean(), raw
+
+  (_, raw), grads = jax.jit(jax.value_and_grad(depth_mean, has_aux=True))(params)
+  err = relative_rotation_error_deg(np.asarray(raw.rot6d[0]), c2w)
+  first = np.asarray(geometry.rot6d_to_matrix(raw.rot6d[0, 0]))
+  if uncorrected_starts:
+    assert err < 0.5
+    np.testing.assert_allclose(first, np.eye(3), atol=1e-5)
+    # The head's camera output is not used: no gradient reaches it.
+    assert float(jnp.abs(grads["frame_head"]["kernel"][...][:, 4 + k - 1:]).max()) == 0.0
+  else:
+    np.testing.assert_allclose(first, np.asarray(geometry.axis_angle_to_matrix(np.array([0.0, np.deg2rad(30.0), 0.0]))),
+                               atol=1e-5)
+  assert all(bool(jnp.isfinite(g).all()) for g in jax.tree.leaves(grads))
+
+
 def test_both_mirrors_the_picked_one_first():
   xy, c2w = orbit_scene(seed=3)
   args = (jnp.asarray(xy[None], jnp.float32), jnp.ones((1,) + xy.shape[:2], bool), jnp.ones((1, xy.shape[0]), bool))

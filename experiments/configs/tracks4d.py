@@ -86,7 +86,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
                                        "chunk_size": 256, "triangulate_static": True, "triangulation_ridge": 1e-3,
                                        "triangulation_gamma_ref": 0.0,
                                        "camera_init": model_config(arg).camera_init,
-                                       "focal_correction": model_config(arg).focal_correction})
+                                       "focal_correction": model_config(arg).focal_correction,
+                                       "uncorrected_starts": model_config(arg).uncorrected_starts})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"

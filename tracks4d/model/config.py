@@ -64,6 +64,10 @@ class ModelConfig:
       either mirror (model/camera_init.py), whichever gives the lower static
       loss term (Tracks4DNet._choose_start). Adds no parameters, so a model trained with
       "prior" loads and runs with it.
+    uncorrected_starts: with "factorization", also score each start without the
+      head's correction (the head's output replaced by the identity and the
+      prior), so a clip where the correction makes the static fit worse keeps
+      the start as it is; the head is then not trained on that clip's cameras.
   """
 
   dim: int = 128
@@ -83,6 +87,7 @@ class ModelConfig:
   triangulation_ridge: float = 1e-3
   triangulation_gamma_ref: float = 0.0
   camera_init: str = "prior"
+  uncorrected_starts: bool = False
 
   def __post_init__(self):
     for field in ("dim", "num_blocks", "num_heads", "head_dim", "mlp_dim", "num_freqs", "chunk_size"):
@@ -102,6 +107,9 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.triangulation_gamma_ref: expected >= 0; got {self.triangulation_gamma_ref}.")
     if self.camera_init not in CAMERA_INITS:
       raise ValueError(f"ModelConfig.camera_init: expected one of {CAMERA_INITS}; got {self.camera_init!r}.")
+    if self.uncorrected_starts and self.camera_init != "factorization":
+      raise ValueError("ModelConfig.uncorrected_starts: only with camera_init='factorization' (the starts it "
+                       f"scores); got camera_init={self.camera_init!r}.")
     if self.head_dim % 2:
       raise ValueError(f"ModelConfig.head_dim: must be even for rotary time encoding; got {self.head_dim}.")
 

@@ -185,15 +185,28 @@ class Tracks4DNet(nnx.Module):
 
     # Scoring is under stop-gradient: only the chosen start carries gradients, so
     # nothing from the others (e.g. an ill-conditioned solve) reaches the update.
+    head_rot6d = jnp.broadcast_to(sg(rot6d)[:, None], (b, num) + rot6d.shape[1:])  # (b, c, t, 6)
+    head_centre = jnp.broadcast_to(sg(centre)[:, None], (b, num) + centre.shape[1:])  # (b, c, t, 3)
+    use_head = jnp.ones((b, num), bool)
+    if cfg.uncorrected_starts:  # The same starts again, without the head's correction.
+      head_rot6d = jnp.concatenate([head_rot6d, jnp.broadcast_to(jnp.asarray(_IDENTITY_6D, jnp.float32),
+                                                                 head_rot6d.shape)], 1)
+      head_centre = jnp.concatenate([head_centre, jnp.broadcast_to(prior, head_centre.shape)], 1)
+      init_rot, init_centre, usable = (jnp.concatenate([x, x], 1) for x in (init_rot, init_centre, usable))
+      use_head = jnp.concatenate([use_head, ~use_head], 1)
+      num = 2 * num
     per_clip = lambda x: einops.repeat(sg(x), "b ... -> (b c) ...", c=num)
     flat = lambda x: einops.rearrange(x, "b c ... -> (b c) ...")
-    cand_rot6d, cand_centre = apply(flat(init_rot), flat(init_centre), per_clip(rot6d), per_clip(centre))
+    cand_rot6d, cand_centre = apply(flat(init_rot), flat(init_centre), flat(head_rot6d), flat(head_centre))
     lf, xy, v = per_clip(log_focal), per_clip(xy_norm), per_clip(valid)
     cand_static = triangulate_static(cand_rot6d, cand_centre, lf, xy, v, per_clip(own_static), per_clip(ridge))
     score = static_score(cand_rot6d, cand_centre, lf, cand_static, per_clip(gamma), xy, v)
     score = jnp.where(flat(usable) & jnp.isfinite(score), score, jnp.inf)
-    best = jnp.argmin(einops.rearrange(score, "(b c) -> b c", c=num), axis=1)  # (b,); the prior on ties
+    best = jnp.argmin(einops.rearrange(score, "(b c) -> b c", c=num), axis=1)  # (b,); the first on ties
     pick = lambda x: jnp.take_along_axis(x, best.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]
+    corrected = pick(use_head)[:, None, None]  # (b, 1, 1)
+    rot6d = jnp.where(corrected, rot6d, jnp.asarray(_IDENTITY_6D, jnp.float32))
+    centre = jnp.where(corrected, centre, prior)
     rot6d, centre = apply(pick(init_rot), pick(init_centre), rot6d, centre)
     static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, own_static, ridge)
     return rot6d, centre, static
