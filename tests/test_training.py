@@ -77,6 +77,19 @@ def test_other_config_in_workdir_is_refused(finished_run):
     loop.train_and_evaluate(config, str(workdir), progress=False)
 
 
+def test_workdir_from_before_an_added_setting_resumes_only_with_its_old_value(tmp_path):
+  # A run whose config.json predates `model.uncorrected_starts` behaves as False.
+  config = tiny().to_dict()
+  checkpoint.check_config_matches(tmp_path, config)
+  saved = json.loads((tmp_path / "config.json").read_text())
+  del saved["model"]["uncorrected_starts"]
+  (tmp_path / "config.json").write_text(json.dumps(saved))
+  checkpoint.check_config_matches(tmp_path, config)
+  config["model"]["uncorrected_starts"] = True
+  with pytest.raises(ValueError, match=r"model.uncorrected_starts: None there vs True now"):
+    checkpoint.check_config_matches(tmp_path, config)
+
+
 def test_init_from_starts_from_a_saved_model(finished_run, tmp_path):
   """`init_from` copies a model's parameters (fine-tuning); another architecture
   or a folder without a model is refused, naming the setting."""

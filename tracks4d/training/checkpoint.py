@@ -29,6 +29,9 @@ from tracks4d import model as model_lib
 # Settings that may differ when a run is resumed (they do not change the result of
 # the steps already taken).
 RESUMABLE_KEYS = ("num_steps", "log_every", "checkpoint_every", "eval.every", "data.workers", "data.prefetch")
+# Settings added after runs existed, with the value that behaves as the code did
+# before them: a workdir whose config lacks one resumes when the new config has it.
+ADDED_KEYS = {"model.uncorrected_starts": False}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -62,6 +65,7 @@ def check_config_matches(workdir: Path, config: dict) -> None:
   except ValueError as e:
     raise ValueError(f"{path}: unreadable config ({e}); use another workdir.") from e
   new = _flatten(normal)
+  old.update({k: v for k, v in ADDED_KEYS.items() if k not in old and new.get(k) == v})
   diff = sorted(k for k in set(old) | set(new) if k not in RESUMABLE_KEYS and old.get(k) != new.get(k))
   if diff:
     shown = "; ".join(f"{k}: {old.get(k)!r} there vs {new.get(k)!r} now" for k in diff[:6])
