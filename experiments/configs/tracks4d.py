@@ -51,9 +51,12 @@ switches the focal factor off and uses 30% object-only clips:
       --config.num_steps=2000 --config.eval.every=500 --config.model.focal_correction=False
       --config.data.generator.object_only_frac=0.3 (other flags as above)
 Expected: validation AbsRel 0.217, 0.206, 0.203 at steps 500-1,500 on its own mix (30%
-object-only); the run then stops at step 1,828 on a non-finite gradient (cause not found
-yet) and its best export, step 1,500, is the shipped model (MODEL_CARD.md has the command).
-The held-out comparison with the baselines is in BENCHMARKS.md.
+object-only); its best export, step 1,500, is the shipped model (MODEL_CARD.md has the
+command). With the code of its time it stopped at step 1,828 on a non-finite gradient (a
+clip with fully occluded frames; fixed in commit 892cc22). The shipped config.json adds
+`uncorrected_starts=True` (`--config.model.uncorrected_starts=True`: each start is also
+scored without the head's correction; much better on fast camera turns, slightly worse on
+ordinary clips). The held-out comparison with the baselines is in BENCHMARKS.md.
 
 Override anything on the command line, e.g. `--config.num_steps=500`,
 `--config.data.source=dataset --config.data.dataset=data/synthetic_train`,
