@@ -78,8 +78,9 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
   # returned network has them again and keeps whichever start scores best.
   train_graphdef = graphdef
   if net.cfg.uncorrected_starts:
-    train_graphdef = nnx.split(model_lib.create_model(dataclasses.replace(net.cfg, uncorrected_starts=False)),
-                               nnx.Param)[0]
+    # Only the graph is needed: an abstract model, no parameters initialised.
+    abstract = nnx.eval_shape(lambda: model_lib.create_model(dataclasses.replace(net.cfg, uncorrected_starts=False)))
+    train_graphdef = nnx.split(abstract, nnx.Param)[0]
   ramp = int(steps * lr_warmup_fraction)
   tx, step_fn = _step_function(train_graphdef, float(learning_rate), ramp, weights, int(warmup_steps),
                                net.cfg.centre_prior)
