@@ -157,6 +157,12 @@ def test_variants_and_bad_config():
     model.model_config("tiny", attention="magic")
   with pytest.raises(ValueError, match="unknown settings"):
     model.model_config("tiny", width=3)
+  # Settings that only act on the factorisation's starts are refused without them.
+  for setting in ({"uncorrected_starts": True}, {"occlusion_weight": 1.0}):
+    with pytest.raises(ValueError, match=rf"ModelConfig.{next(iter(setting))}: only with camera_init='factorization'"):
+      model.model_config("tiny", **setting)
+  with pytest.raises(ValueError, match=r"ModelConfig.occlusion_weight: expected >= 0; got -1.0"):
+    model.model_config("small", occlusion_weight=-1.0)
   # Overrides apply to a ModelConfig as to a variant name (they were once ignored there).
   cfg = model.model_config("tiny")
   assert model.create_model(cfg, triangulation_ridge=0.5).cfg.triangulation_ridge == 0.5

@@ -77,16 +77,17 @@ def test_other_config_in_workdir_is_refused(finished_run):
     loop.train_and_evaluate(config, str(workdir), progress=False)
 
 
-def test_workdir_from_before_an_added_setting_resumes_only_with_its_old_value(tmp_path):
-  # A run whose config.json predates `model.uncorrected_starts` behaves as False.
+@pytest.mark.parametrize("key,new_value", [("uncorrected_starts", True), ("occlusion_weight", 1.0)])
+def test_workdir_from_before_an_added_setting_resumes_only_with_its_old_value(tmp_path, key, new_value):
+  # A run whose config.json predates an added model setting behaves as its old value.
   config = tiny().to_dict()
   checkpoint.check_config_matches(tmp_path, config)
   saved = json.loads((tmp_path / "config.json").read_text())
-  del saved["model"]["uncorrected_starts"]
+  del saved["model"][key]
   (tmp_path / "config.json").write_text(json.dumps(saved))
   checkpoint.check_config_matches(tmp_path, config)
-  config["model"]["uncorrected_starts"] = True
-  with pytest.raises(ValueError, match=r"model.uncorrected_starts: None there vs True now"):
+  config["model"][key] = new_value
+  with pytest.raises(ValueError, match=rf"model.{key}: None there vs {new_value} now"):
     checkpoint.check_config_matches(tmp_path, config)
 
 

@@ -56,7 +56,8 @@ command). With the code of its time it stopped at step 1,828 on a non-finite gra
 clip with fully occluded frames; fixed in commit 892cc22). The shipped config.json adds
 `uncorrected_starts=True` (`--config.model.uncorrected_starts=True`: each start is also
 scored without the head's correction; much better on fast camera turns, slightly worse on
-ordinary clips). The held-out comparison with the baselines is in BENCHMARKS.md.
+ordinary clips) and `occlusion_weight=1.0` (`--config.model.occlusion_weight=1.0`: the
+factorisation's mirrors are also weighed by where the tracker's hidden points lie). The held-out comparison with the baselines is in BENCHMARKS.md.
 
 Override anything on the command line, e.g. `--config.num_steps=500`,
 `--config.data.source=dataset --config.data.dataset=data/synthetic_train`,
@@ -90,7 +91,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
                                        "triangulation_gamma_ref": 0.0,
                                        "camera_init": model_config(arg).camera_init,
                                        "focal_correction": model_config(arg).focal_correction,
-                                       "uncorrected_starts": model_config(arg).uncorrected_starts})
+                                       "uncorrected_starts": model_config(arg).uncorrected_starts,
+                                       "occlusion_weight": model_config(arg).occlusion_weight})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"

@@ -68,6 +68,15 @@ class ModelConfig:
       head's correction (the head's output replaced by the identity and the
       prior), so a clip where the correction makes the static fit worse keeps
       the start as it is; the head is then not trained on that clip's cameras.
+    occlusion_weight: with "factorization", the two mirrors of the factorisation
+      are also weighed by their occlusion-order evidence (outputs.occlusion_order:
+      whether the points the tracker marks hidden inside the image lie behind the
+      visible ones): the mirror with more evidence has its score lowered, the
+      other raised, each by half this weight times the difference (bounded to
+      0.5), so the pair's mean and the contest with the prior start are
+      unchanged. It tells a factorisation's two mirror images apart where weak
+      perspective cannot (content without a static background, seen from far).
+      0 (default) leaves the scores as they were; no parameters, no training.
   """
 
   dim: int = 128
@@ -88,6 +97,7 @@ class ModelConfig:
   triangulation_gamma_ref: float = 0.0
   camera_init: str = "prior"
   uncorrected_starts: bool = False
+  occlusion_weight: float = 0.0
 
   def __post_init__(self):
     for field in ("dim", "num_blocks", "num_heads", "head_dim", "mlp_dim", "num_freqs", "chunk_size"):
@@ -109,6 +119,11 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.camera_init: expected one of {CAMERA_INITS}; got {self.camera_init!r}.")
     if self.uncorrected_starts and self.camera_init != "factorization":
       raise ValueError("ModelConfig.uncorrected_starts: only with camera_init='factorization' (the starts it "
+                       f"scores); got camera_init={self.camera_init!r}.")
+    if not self.occlusion_weight >= 0:
+      raise ValueError(f"ModelConfig.occlusion_weight: expected >= 0; got {self.occlusion_weight}.")
+    if self.occlusion_weight > 0 and self.camera_init != "factorization":
+      raise ValueError("ModelConfig.occlusion_weight: only with camera_init='factorization' (the starts it "
                        f"scores); got camera_init={self.camera_init!r}.")
     if self.head_dim % 2:
       raise ValueError(f"ModelConfig.head_dim: must be even for rotary time encoding; got {self.head_dim}.")

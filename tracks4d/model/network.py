@@ -33,10 +33,14 @@ from tracks4d import geometry
 from tracks4d.model.attention import TransformerLayer
 from tracks4d.model.camera_init import factorization_cameras
 from tracks4d.model.config import ModelConfig
-from tracks4d.model.outputs import RawOutputs, static_score
+from tracks4d.model.outputs import RawOutputs, occlusion_order, static_score
 from tracks4d.model.triangulation import triangulate_static
 
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+# Bound of the difference in occlusion-order evidence between two mirrors that
+# enters their scores: a clip's few hidden points cannot outweigh a large
+# difference in the static fit.
+OCCLUSION_ORDER_CLIP = 0.5
 
 
 def fourier_features(x, num_freqs: int):
@@ -136,7 +140,7 @@ class Tracks4DNet(nnx.Module):
     static = None  # The triangulated static points, when the choice of start already made them.
     if cfg.camera_init == "factorization":
       rot6d, centre, static = self._choose_start(rot6d, centre, log_focal, bases[..., 0], gamma, ridge, xy_norm,
-                                                 valid, frame_mask)
+                                                 valid, frame_mask, real)
     prior_static = None
     if cfg.triangulate_static:
       prior_static = bases[..., 0]
@@ -146,7 +150,7 @@ class Tracks4DNet(nnx.Module):
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,
                       prior_static=prior_static)
 
-  def _choose_start(self, rot6d, centre, log_focal, own_static, gamma, ridge, xy_norm, valid, frame_mask):
+  def _choose_start(self, rot6d, centre, log_focal, own_static, gamma, ridge, xy_norm, valid, frame_mask, real):
     """Per clip, the head's cameras from the prior start or on top of the factorisation's.
 
     Returns (rot6d, centre, static points triangulated under them, (b, n, 3)).
@@ -163,7 +167,9 @@ class Tracks4DNet(nnx.Module):
     background seen in perspective, the prior start usually does. Scoring both
     mirrors after triangulation, rather than trusting the factorisation's own
     weak-perspective pick, matters for deforming content that turns in front of a
-    still camera (the CMU "dance" sequence).
+    still camera (the CMU "dance" sequence). With `occlusion_weight`, the two
+    mirrors' scores also weigh which of them puts the tracker's hidden points
+    behind the visible ones (outputs.occlusion_order).
     """
     cfg = self.cfg
     sg = jax.lax.stop_gradient
@@ -201,6 +207,16 @@ class Tracks4DNet(nnx.Module):
     lf, xy, v = per_clip(log_focal), per_clip(xy_norm), per_clip(valid)
     cand_static = triangulate_static(cand_rot6d, cand_centre, lf, xy, v, per_clip(own_static), per_clip(ridge))
     score = static_score(cand_rot6d, cand_centre, lf, cand_static, per_clip(gamma), xy, v)
+    if cfg.occlusion_weight > 0:
+      # Between the two mirrors of a factorisation, prefer the depth order that the
+      # tracker's hidden points imply; the pair's mean score, and so the contest
+      # with the prior start, stays as it was.
+      order = occlusion_order(cand_rot6d, cand_centre, cand_static, xy, per_clip(valid), per_clip(real))
+      order = einops.rearrange(order, "(b g s) -> b g s", b=b, s=3)  # g: corrected (, uncorrected); s: starts
+      diff = jnp.clip(order[..., 1] - order[..., 2], -OCCLUSION_ORDER_CLIP, OCCLUSION_ORDER_CLIP)  # (b, g)
+      diff = jnp.where(jnp.isfinite(diff), diff, 0.0)  # An unusable mirror must not disqualify the other.
+      shift = 0.5 * cfg.occlusion_weight * jnp.stack([jnp.zeros_like(diff), -diff, diff], -1)
+      score = score + einops.rearrange(shift, "b g s -> (b g s)")
     score = jnp.where(flat(usable) & jnp.isfinite(score), score, jnp.inf)
     best = jnp.argmin(einops.rearrange(score, "(b c) -> b c", c=num), axis=1)  # (b,); the first on ties
     pick = lambda x: jnp.take_along_axis(x, best.reshape((-1,) + (1,) * (x.ndim - 1)), axis=1)[:, 0]

@@ -144,3 +144,44 @@ def static_score(rot6d, centre, log_focal, static, gamma, xy_norm, valid):
   r2 = ((_project(cam, jnp.exp(log_focal)) - xy_norm) ** 2).sum(-1)
   w = valid.astype(r2.dtype)
   return (robust_static_term(r2, gamma[:, None, :]) * w).sum((1, 2)) / jnp.maximum(w.sum((1, 2)), 1.0)
+
+
+def occlusion_order(rot6d, centre, static, xy_norm, visible, real):
+  """Per-clip evidence that hidden points lie behind the visible ones.
+
+  A point the tracker marks hidden while its track stays inside the image is
+  behind something it would otherwise be seen through, so under the right cameras
+  it tends to be deeper than the points seen in the same frame. In each frame,
+  the mean depth of such hidden points over the mean depth of the visible points,
+  minus one; averaged over frames weighted by their hidden count. Positive: the
+  hidden points are deeper (what occlusion implies); negative: nearer, as happens
+  under the mirror image of a rigid factorisation (a depth reversal that weak
+  perspective cannot tell apart).
+
+  Args:
+    rot6d: (b, t, 6) camera-to-world rotations; centre (b, t, 3).
+    static: (b, n, 3) world points.
+    xy_norm: (b, t, n, 2) observations in normalised coordinates.
+    visible: (b, t, n) bool tracker visibility.
+    real: (b, t, n) bool, False on padded frames or tracks.
+
+  Returns:
+    (b,) the depth-order evidence; 0 for a clip with no hidden point inside the
+    image (e.g. every track visible throughout).
+  """
+  z = _to_camera(geometry.rot6d_to_matrix(rot6d), centre, static[:, None])[..., 2]  # (b, t, n)
+  seen = visible & real
+  big = jnp.asarray(jnp.finfo(xy_norm.dtype).max, xy_norm.dtype)
+  # The image's extent in normalised coordinates: the box of every seen observation.
+  lo = jnp.where(seen[..., None], xy_norm, big).min((1, 2))[:, None, None]  # (b, 1, 1, 2)
+  hi = jnp.where(seen[..., None], xy_norm, -big).max((1, 2))[:, None, None]
+  inside = ((xy_norm >= lo) & (xy_norm <= hi)).all(-1)
+  hidden = (real & ~visible & inside).astype(z.dtype)
+  w_seen = seen.astype(z.dtype)
+  n_hidden = hidden.sum(2)  # (b, t)
+  z_hidden = (z * hidden).sum(2) / jnp.maximum(n_hidden, 1.0)
+  z_seen = (z * w_seen).sum(2) / jnp.maximum(w_seen.sum(2), 1.0)
+  ok = (n_hidden > 0) & (w_seen.sum(2) > 0) & (jnp.abs(z_seen) > MIN_DEPTH)
+  ratio = jnp.where(ok, z_hidden / jnp.where(ok, z_seen, 1.0) - 1.0, 0.0)
+  weight = jnp.where(ok, n_hidden, 0.0)
+  return (ratio * weight).sum(1) / jnp.maximum(weight.sum(1), 1.0)

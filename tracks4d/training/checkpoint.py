@@ -31,7 +31,7 @@ from tracks4d import model as model_lib
 RESUMABLE_KEYS = ("num_steps", "log_every", "checkpoint_every", "eval.every", "data.workers", "data.prefetch")
 # Settings added after runs existed, with the value that behaves as the code did
 # before them: a workdir whose config lacks one resumes when the new config has it.
-ADDED_KEYS = {"model.uncorrected_starts": False}
+ADDED_KEYS = {"model.uncorrected_starts": False, "model.occlusion_weight": 0.0}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
