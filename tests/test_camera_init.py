@@ -296,3 +296,20 @@ def test_occlusion_order_picks_the_mirror_of_a_spinning_ball(occlusion_weight):
     assert min(corr.values()) > 0.5, corr
   else:  # Without the occlusion evidence some balls get the mirror image (measured: 2 of 12).
     assert min(corr.values()) < -0.5, corr
+
+
+def test_dynamic_fit_is_zero_for_the_true_model_and_counts_points_behind():
+  # Camera at the origin looking along +z in both frames; the point moves by `motion`.
+  rot6d = jnp.broadcast_to(jnp.asarray(network._IDENTITY_6D, jnp.float32), (1, 2, 6))
+  centre, log_focal = jnp.zeros((1, 2, 3)), jnp.zeros((1, 2))
+  static = jnp.asarray([[[0.5, -0.2, 4.0]]])
+  motion = jnp.asarray([[[[0.0, 0.0, 0.0]], [[1.0, 0.0, 0.0]]]])
+  xy = jnp.asarray([[[[0.125, -0.05]], [[0.375, -0.05]]]])
+  valid = jnp.ones((1, 2, 1), bool)
+  err, neg = outputs.dynamic_fit(rot6d, centre, log_focal, static, motion, xy, valid)
+  assert float(err[0]) < 1e-5 and float(neg[0]) == 0.0
+  # Frame 1's point 5 units behind the camera: its negative depth counts (the static part stays in front).
+  behind = motion.at[0, 1, 0, 2].set(-9.0)
+  assert float(outputs.dynamic_fit(rot6d, centre, log_focal, static, behind, xy, valid)[1][0]) == pytest.approx(5.0)
+  # An entry that is not valid counts for nothing.
+  assert float(outputs.dynamic_fit(rot6d, centre, log_focal, static, behind, xy, valid.at[0, 1].set(False))[1][0]) == 0.0

@@ -163,6 +163,14 @@ def test_variants_and_bad_config():
       model.model_config("tiny", **setting)
   with pytest.raises(ValueError, match=r"ModelConfig.occlusion_weight: expected >= 0; got -1.0"):
     model.model_config("small", occlusion_weight=-1.0)
+  with pytest.raises(ValueError, match=r"ModelConfig.start_score_weights: only with camera_init='factorization'"):
+    model.model_config("tiny", start_score_weights=(50.0, 1.0))
+  for bad in ((50.0,), (50.0, -1.0), "ab"):
+    with pytest.raises(ValueError, match=r"ModelConfig.start_score_weights: expected two"):
+      model.model_config("small", start_score_weights=bad)
+  # A list (as JSON gives it) becomes a tuple: the config stays hashable.
+  assert hash(model.model_config("small", start_score_weights=[50, 1])) == hash(
+      model.model_config("small", start_score_weights=(50.0, 1.0)))
   # Overrides apply to a ModelConfig as to a variant name (they were once ignored there).
   cfg = model.model_config("tiny")
   assert model.create_model(cfg, triangulation_ridge=0.5).cfg.triangulation_ridge == 0.5

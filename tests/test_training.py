@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -77,7 +78,8 @@ def test_other_config_in_workdir_is_refused(finished_run):
     loop.train_and_evaluate(config, str(workdir), progress=False)
 
 
-@pytest.mark.parametrize("key,new_value", [("uncorrected_starts", True), ("occlusion_weight", 1.0)])
+@pytest.mark.parametrize("key,new_value", [("uncorrected_starts", True), ("occlusion_weight", 1.0),
+                                           ("start_score_weights", (50.0, 1.0))])
 def test_workdir_from_before_an_added_setting_resumes_only_with_its_old_value(tmp_path, key, new_value):
   # A run whose config.json predates an added model setting behaves as its old value.
   config = tiny().to_dict()
@@ -87,7 +89,8 @@ def test_workdir_from_before_an_added_setting_resumes_only_with_its_old_value(tm
   (tmp_path / "config.json").write_text(json.dumps(saved))
   checkpoint.check_config_matches(tmp_path, config)
   config["model"][key] = new_value
-  with pytest.raises(ValueError, match=rf"model.{key}: None there vs {new_value} now"):
+  shown = repr(list(new_value) if isinstance(new_value, tuple) else new_value)
+  with pytest.raises(ValueError, match=rf"model.{key}: None there vs {re.escape(shown)} now"):
     checkpoint.check_config_matches(tmp_path, config)
 
 

@@ -92,7 +92,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
                                        "camera_init": model_config(arg).camera_init,
                                        "focal_correction": model_config(arg).focal_correction,
                                        "uncorrected_starts": model_config(arg).uncorrected_starts,
-                                       "occlusion_weight": model_config(arg).occlusion_weight})
+                                       "occlusion_weight": model_config(arg).occlusion_weight,
+                                       "start_score_weights": model_config(arg).start_score_weights})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"

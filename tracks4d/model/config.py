@@ -77,6 +77,12 @@ class ModelConfig:
       unchanged. It tells a factorisation's two mirror images apart where weak
       perspective cannot (content without a static background, seen from far).
       0 (default) leaves the scores as they were; no parameters, no training.
+    start_score_weights: (dynamic, negative depth) weights of the loss terms that,
+      with "factorization", are added to the static term when scoring the starts:
+      the mean dynamic reprojection error and the negative depth of the full model
+      (triangulated static points plus the bases' motion) under each start. (0, 0)
+      (default): the static term alone; (50, 1): the training loss's own weights
+      (LossWeights), so the start is the one the loss prefers.
   """
 
   dim: int = 128
@@ -98,8 +104,15 @@ class ModelConfig:
   camera_init: str = "prior"
   uncorrected_starts: bool = False
   occlusion_weight: float = 0.0
+  start_score_weights: tuple[float, float] = (0.0, 0.0)
 
   def __post_init__(self):
+    # JSON and ml_collections give lists; keep the config hashable (jit caches on it).
+    try:
+      object.__setattr__(self, "start_score_weights", tuple(float(w) for w in self.start_score_weights))
+    except (TypeError, ValueError) as e:
+      raise ValueError("ModelConfig.start_score_weights: expected two numbers (dynamic, negative depth); "
+                       f"got {self.start_score_weights!r}.") from e
     for field in ("dim", "num_blocks", "num_heads", "head_dim", "mlp_dim", "num_freqs", "chunk_size"):
       if getattr(self, field) < 1:
         raise ValueError(f"ModelConfig.{field}: expected a positive integer; got {getattr(self, field)}.")
@@ -124,6 +137,12 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.occlusion_weight: expected >= 0; got {self.occlusion_weight}.")
     if self.occlusion_weight > 0 and self.camera_init != "factorization":
       raise ValueError("ModelConfig.occlusion_weight: only with camera_init='factorization' (the starts it "
+                       f"scores); got camera_init={self.camera_init!r}.")
+    if len(self.start_score_weights) != 2 or not all(w >= 0 for w in self.start_score_weights):
+      raise ValueError("ModelConfig.start_score_weights: expected two weights >= 0 (dynamic, negative depth); "
+                       f"got {self.start_score_weights}.")
+    if any(self.start_score_weights) and self.camera_init != "factorization":
+      raise ValueError("ModelConfig.start_score_weights: only with camera_init='factorization' (the starts it "
                        f"scores); got camera_init={self.camera_init!r}.")
     if self.head_dim % 2:
       raise ValueError(f"ModelConfig.head_dim: must be even for rotary time encoding; got {self.head_dim}.")

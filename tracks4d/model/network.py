@@ -33,7 +33,7 @@ from tracks4d import geometry
 from tracks4d.model.attention import TransformerLayer
 from tracks4d.model.camera_init import factorization_cameras
 from tracks4d.model.config import ModelConfig
-from tracks4d.model.outputs import RawOutputs, occlusion_order, static_score
+from tracks4d.model.outputs import RawOutputs, dynamic_fit, occlusion_order, static_score
 from tracks4d.model.triangulation import triangulate_static
 
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -139,8 +139,9 @@ class Tracks4DNet(nnx.Module):
       ridge = ridge * (1.0 + (jax.lax.stop_gradient(gamma) / cfg.triangulation_gamma_ref) ** 2)
     static = None  # The triangulated static points, when the choice of start already made them.
     if cfg.camera_init == "factorization":
+      motion = jnp.einsum("btk,bnxk->btnx", coeff[..., 1:], bases[..., 1:])  # (b, t, n, 3), as decode has it
       rot6d, centre, static = self._choose_start(rot6d, centre, log_focal, bases[..., 0], gamma, ridge, xy_norm,
-                                                 valid, frame_mask, real)
+                                                 valid, frame_mask, real, motion)
     prior_static = None
     if cfg.triangulate_static:
       prior_static = bases[..., 0]
@@ -150,7 +151,8 @@ class Tracks4DNet(nnx.Module):
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,
                       prior_static=prior_static)
 
-  def _choose_start(self, rot6d, centre, log_focal, own_static, gamma, ridge, xy_norm, valid, frame_mask, real):
+  def _choose_start(self, rot6d, centre, log_focal, own_static, gamma, ridge, xy_norm, valid, frame_mask, real,
+                    motion):
     """Per clip, the head's cameras from the prior start or on top of the factorisation's.
 
     Returns (rot6d, centre, static points triangulated under them, (b, n, 3)).
@@ -167,7 +169,9 @@ class Tracks4DNet(nnx.Module):
     background seen in perspective, the prior start usually does. Scoring both
     mirrors after triangulation, rather than trusting the factorisation's own
     weak-perspective pick, matters for deforming content that turns in front of a
-    still camera (the CMU "dance" sequence). With `occlusion_weight`, the two
+    still camera (the CMU "dance" sequence). With `start_score_weights`, the
+    score also has the loss's dynamic reprojection and negative-depth terms of
+    the full model (those static points plus the bases' motion). With `occlusion_weight`, the two
     mirrors' scores also weigh which of them puts the tracker's hidden points
     behind the visible ones (outputs.occlusion_order).
     """
@@ -207,6 +211,10 @@ class Tracks4DNet(nnx.Module):
     lf, xy, v = per_clip(log_focal), per_clip(xy_norm), per_clip(valid)
     cand_static = triangulate_static(cand_rot6d, cand_centre, lf, xy, v, per_clip(own_static), per_clip(ridge))
     score = static_score(cand_rot6d, cand_centre, lf, cand_static, per_clip(gamma), xy, v)
+    dynamic_weight, negative_depth_weight = cfg.start_score_weights
+    if dynamic_weight or negative_depth_weight:  # The rest of the training loss, with the bases' motion.
+      dyn, neg = dynamic_fit(cand_rot6d, cand_centre, lf, cand_static, per_clip(motion), xy, v)
+      score = score + dynamic_weight * dyn + negative_depth_weight * neg
     if cfg.occlusion_weight > 0:
       # Between the two mirrors of a factorisation, prefer the depth order that the
       # tracker's hidden points imply; the pair's mean score, and so the contest

@@ -185,3 +185,25 @@ def occlusion_order(rot6d, centre, static, xy_norm, visible, real):
   ratio = jnp.where(ok, z_hidden / jnp.where(ok, z_seen, 1.0) - 1.0, 0.0)
   weight = jnp.where(ok, n_hidden, 0.0)
   return (ratio * weight).sum(1) / jnp.maximum(weight.sum(1), 1.0)
+
+
+def dynamic_fit(rot6d, centre, log_focal, static, motion, xy_norm, valid):
+  """Per-clip dynamic reprojection error and negative depth of the full model
+  (static points plus motion) under cameras, as the losses define them.
+
+  Args:
+    rot6d: (b, t, 6) camera-to-world rotations; centre (b, t, 3); log_focal (b, t).
+    static: (b, n, 3) static points; motion: (b, t, n, 3) the bases' motion.
+    xy_norm: (b, t, n, 2) observations; valid: (b, t, n) bool.
+
+  Returns:
+    ((b,) mean of |projection - observation| over valid entries, (b,) sum over
+    valid entries of the negative part of the full and the static depth).
+  """
+  rot = geometry.rot6d_to_matrix(rot6d)
+  cam_static = _to_camera(rot, centre, static[:, None])
+  cam = _to_camera(rot, centre, static[:, None] + motion)
+  err = jnp.sqrt(((_project(cam, jnp.exp(log_focal)) - xy_norm) ** 2).sum(-1) + 1e-12)
+  w = valid.astype(err.dtype)
+  neg = jax.nn.relu(-cam[..., 2]) + jax.nn.relu(-cam_static[..., 2])
+  return (err * w).sum((1, 2)) / jnp.maximum(w.sum((1, 2)), 1.0), (neg * w).sum((1, 2))
