@@ -1,6 +1,7 @@
 r"""Forward time of the model variants, and how memory grows with the number of tracks.
 
   python -m experiments.bench_model --variants=small,peer --frames=50 --tracks=900
+  python -m experiments.bench_model --variants=small --memory_variant= --override=uncorrected_starts=True
 
 For each variant: parameters, compile time and mean forward time (batch 1,
 float32, chunked attention) on random tracks. Then XLA's compiled temporary
@@ -40,8 +41,8 @@ def forward_fn(net):
   return fwd, params
 
 
-def time_forward(variant: str, t: int, n: int, repeats: int) -> dict:
-  net = model_lib.create_model(variant)
+def time_forward(variant: str, t: int, n: int, repeats: int, overrides: dict | None = None) -> dict:
+  net = model_lib.create_model(variant, **(overrides or {}))
   fwd, params = forward_fn(net)
   inputs = random_inputs(t, n)
   t0 = time.perf_counter()
@@ -64,9 +65,13 @@ def temp_memory_bytes(variant: str, attention: str, t: int, n: int) -> int:
 def main(argv):
   del argv
   t, n = _FRAMES.value, _TRACKS.value
-  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}")
+  try:
+    overrides = model_lib.parse_overrides(_OVERRIDE.value)
+  except ValueError as e:
+    raise app.UsageError(f"--override: {e}") from e
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()}; overrides {overrides or 'none'}")
   for v in _VARIANTS.value:
-    r = time_forward(v, t, n, _REPEATS.value)
+    r = time_forward(v, t, n, _REPEATS.value, overrides)
     print(f"{v:>6}: {r['params'] / 1e6:.2f} M params, t={t} n={n}: forward {r['forward_s']:.2f} s "
           f"(compile {r['compile_s']:.1f} s)", flush=True)
   if _MEM_VARIANT.value:
@@ -85,4 +90,6 @@ if __name__ == "__main__":
   _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed forward passes.")
   _MEM_VARIANT = flags.DEFINE_string("memory_variant", "peer", "Variant for the memory sweep ('' to skip).")
   _MEM_TRACKS = flags.DEFINE_list("memory_tracks", ["900", "1800", "3600"], "N values of the memory sweep.")
+  _OVERRIDE = flags.DEFINE_multi_string("override", [], "Model setting 'key=value' for the timed variants "
+                                        "(e.g. --override=camera_init=prior); repeatable.")
   app.run(main)

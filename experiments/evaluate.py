@@ -33,6 +33,12 @@ as in the CMU-mocap sequences), feed-forward and trivial baselines only:
   python -m experiments.evaluate --model=tracks4d/pretrained/small --out=runs/eval_fast_orbit \
       --camera_paths=orbit --orbit_deg=90,110 --clips_per_family=4 --opt_clips=0
 
+The same parameters with a setting changed (`--override`, repeatable), e.g. without the
+occlusion evidence, on the tuning seed 7 instead of the held-out one:
+
+  python -m experiments.evaluate --model=tracks4d/pretrained/small --out=runs/tune7_occ0 \
+      --seed=7 --clips_per_family=6 --object_only_clips=24 --opt_clips=0 --override=occlusion_weight=0
+
 CMU-mocap only (`--groups` keeps the named groups):
 
   python -m experiments.evaluate --model=tracks4d/pretrained/small --out=runs/eval_cmu \
@@ -186,7 +192,10 @@ def markdown(results: dict) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  net = checkpoint.load_model(_MODEL.value)
+  try:
+    net = checkpoint.load_model(_MODEL.value, **model_lib.parse_overrides(_OVERRIDE.value))
+  except ValueError as e:
+    raise app.UsageError(f"--model / --override: {e}") from e
   try:
     orbit_deg = tuple(float(x) for x in _ORBIT.value)
   except ValueError:
@@ -207,7 +216,7 @@ def main(argv):
   settings = {k: getattr(flags.FLAGS, k) for k in ("model", "clips_per_family", "num_frames", "num_tracks",
                                                    "opt_clips", "opt_steps", "opt_lr", "opt_ridge", "seed",
                                                    "camera_paths", "orbit_deg", "object_only_clips", "ttft_steps",
-                                                   "ttft_lr", "groups")}
+                                                   "ttft_lr", "groups", "override")}
   (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1))
   table = markdown(results)
   (out / "results.md").write_text(table + "\n")
@@ -235,6 +244,9 @@ if __name__ == "__main__":
                                      "optimisation subset (0: no fine-tuned row).", lower_bound=0)
   _TTFT_LR = flags.DEFINE_float("ttft_lr", 3e-4, "Test-time fine-tuning step size (reconstruct's default).")
   _SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
+  _OVERRIDE = flags.DEFINE_multi_string(
+      "override", [], "A model setting that adds no parameters, 'key=value', replacing the model's config.json "
+      "value for every method (e.g. --override=occlusion_weight=0); repeatable.")
   _GROUPS = flags.DEFINE_list("groups", [], "Evaluate only these groups (default: all).")
   _CAMERAS = flags.DEFINE_list("camera_paths", list(synthetic.CAMERA_PATHS),
                                "Camera paths of the synthetic clips (e.g. orbit).")

@@ -168,6 +168,12 @@ def test_variants_and_bad_config():
   for bad in ((50.0,), (50.0, -1.0), "ab"):
     with pytest.raises(ValueError, match=r"ModelConfig.start_score_weights: expected two"):
       model.model_config("small", start_score_weights=bad)
+  # Command-line overrides: literals where they parse, strings otherwise; bad items are named.
+  assert model.parse_overrides(["occlusion_weight=1", "camera_init=prior", "start_score_weights=(50, 1)"]) == {
+      "occlusion_weight": 1, "camera_init": "prior", "start_score_weights": (50, 1)}
+  for bad in ("occlusion_weight", "width=3"):
+    with pytest.raises(ValueError, match=rf"model override '{bad}': expected 'key=value'"):
+      model.parse_overrides([bad])
   # A list (as JSON gives it) becomes a tuple: the config stays hashable.
   assert hash(model.model_config("small", start_score_weights=[50, 1])) == hash(
       model.model_config("small", start_score_weights=(50.0, 1.0)))

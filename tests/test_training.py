@@ -62,6 +62,12 @@ def test_tiny_run_writes_everything(finished_run):
   assert (workdir / "checkpoints" / "best").is_dir()
   net = checkpoint.load_model(workdir)  # The exported best model loads.
   assert net.cfg.dim == 32
+  # Settings without parameters can be changed on loading; the parameters stay the same.
+  other = checkpoint.load_model(workdir, triangulation_ridge=0.5)
+  assert other.cfg.triangulation_ridge == 0.5 and other.cfg.dim == 32
+  np.testing.assert_array_equal(other.embed.kernel[...], net.embed.kernel[...])
+  with pytest.raises(ValueError, match=r"load_model: unknown settings \['width'\]"):
+    checkpoint.load_model(workdir, width=3)
 
 
 def test_rerun_of_finished_run_resumes_and_returns(finished_run):

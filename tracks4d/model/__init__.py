@@ -16,7 +16,7 @@ import jax
 from flax import nnx
 
 from tracks4d import geometry
-from tracks4d.model.config import VARIANTS, ModelConfig, model_config
+from tracks4d.model.config import VARIANTS, ModelConfig, model_config, parse_overrides
 from tracks4d.model.network import Tracks4DNet
 from tracks4d.model.outputs import Prediction, RawOutputs, decode
 

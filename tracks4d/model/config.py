@@ -17,6 +17,7 @@ saved without the field load that way).
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 
 import jax.numpy as jnp
@@ -178,3 +179,31 @@ def model_config(name: str, **overrides) -> ModelConfig:
   if unknown:
     raise ValueError(f"model variant {name!r}: unknown settings {sorted(unknown)}.")
   return dataclasses.replace(VARIANTS[name], **overrides)
+
+
+def parse_overrides(items) -> dict:
+  """ModelConfig settings from 'key=value' strings (command-line flags).
+
+  Values are read as Python literals (numbers, True/False, tuples such as
+  (50, 1)); anything else stays a string.
+
+  Raises:
+    ValueError: naming the item, for one without '=' or an unknown setting.
+
+  Example:
+    >>> parse_overrides(["occlusion_weight=0", "camera_init=prior"])
+    {'occlusion_weight': 0, 'camera_init': 'prior'}
+  """
+  out = {}
+  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  for item in items:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or key not in fields:
+      raise ValueError(f"model override {item!r}: expected 'key=value' with key one of {sorted(fields)}.")
+    try:
+      out[key] = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError):
+      out[key] = text.strip()
+  return out
+

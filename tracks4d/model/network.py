@@ -139,9 +139,8 @@ class Tracks4DNet(nnx.Module):
       ridge = ridge * (1.0 + (jax.lax.stop_gradient(gamma) / cfg.triangulation_gamma_ref) ** 2)
     static = None  # The triangulated static points, when the choice of start already made them.
     if cfg.camera_init == "factorization":
-      motion = jnp.einsum("btk,bnxk->btnx", coeff[..., 1:], bases[..., 1:])  # (b, t, n, 3), as decode has it
-      rot6d, centre, static = self._choose_start(rot6d, centre, log_focal, bases[..., 0], gamma, ridge, xy_norm,
-                                                 valid, frame_mask, real, motion)
+      rot6d, centre, static = self._choose_start(rot6d, centre, log_focal, bases, coeff, gamma, ridge, xy_norm,
+                                                 valid, frame_mask, real)
     prior_static = None
     if cfg.triangulate_static:
       prior_static = bases[..., 0]
@@ -151,8 +150,7 @@ class Tracks4DNet(nnx.Module):
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,
                       prior_static=prior_static)
 
-  def _choose_start(self, rot6d, centre, log_focal, own_static, gamma, ridge, xy_norm, valid, frame_mask, real,
-                    motion):
+  def _choose_start(self, rot6d, centre, log_focal, bases, coeff, gamma, ridge, xy_norm, valid, frame_mask, real):
     """Per clip, the head's cameras from the prior start or on top of the factorisation's.
 
     Returns (rot6d, centre, static points triangulated under them, (b, n, 3)).
@@ -177,6 +175,7 @@ class Tracks4DNet(nnx.Module):
     """
     cfg = self.cfg
     sg = jax.lax.stop_gradient
+    own_static = bases[..., 0]
     prior = jnp.asarray(cfg.centre_prior, jnp.float32)
     fact_rot6d, fact_centre, _ = factorization_cameras(xy_norm, valid, frame_mask, cfg.centre_prior,
                                                        both_mirrors=True)  # (b, 2, t, 6), (b, 2, t, 3)
@@ -213,6 +212,7 @@ class Tracks4DNet(nnx.Module):
     score = static_score(cand_rot6d, cand_centre, lf, cand_static, per_clip(gamma), xy, v)
     dynamic_weight, negative_depth_weight = cfg.start_score_weights
     if dynamic_weight or negative_depth_weight:  # The rest of the training loss, with the bases' motion.
+      motion = jnp.einsum("btk,bnxk->btnx", coeff[..., 1:], bases[..., 1:])  # (b, t, n, 3), as decode has it
       dyn, neg = dynamic_fit(cand_rot6d, cand_centre, lf, cand_static, per_clip(motion), xy, v)
       score = score + dynamic_weight * dyn + negative_depth_weight * neg
     if cfg.occlusion_weight > 0:

@@ -127,12 +127,15 @@ def export_params(params, model_cfg: model_lib.ModelConfig, out: Path, info: dic
     (out / "config.json").write_text(json.dumps(cfg, indent=1, sort_keys=True))
 
 
-def load_model(path: str | Path) -> model_lib.Tracks4DNet:
+def load_model(path: str | Path, **overrides) -> model_lib.Tracks4DNet:
   """Loads a model folder written by `export_params` (a training workdir's best
   model is exported to `WORKDIR/model`, which may also be given as WORKDIR).
+  `overrides` replace settings of its config.json that add no parameters
+  (e.g. occlusion_weight=0.0), to measure the same parameters another way.
 
   Raises:
-    ValueError: naming the path when it holds no model or its files are broken.
+    ValueError: naming the path when it holds no model or its files are broken,
+      or naming the setting for an invalid override.
   """
   path = Path(path).absolute()
   if not (path / "params").exists() and (path / "model" / "params").exists():
@@ -152,6 +155,10 @@ def load_model(path: str | Path) -> model_lib.Tracks4DNet:
     model_cfg = model_lib.ModelConfig(**d)
   except TypeError as e:
     raise ValueError(f"load_model: {cfg_path} has an invalid model config ({e}).") from e
+  unknown = set(overrides) - {f.name for f in dataclasses.fields(model_lib.ModelConfig)}
+  if unknown:
+    raise ValueError(f"load_model: unknown settings {sorted(unknown)}.")
+  model_cfg = dataclasses.replace(model_cfg, **overrides)
   # Shapes only (no random initialisation to overwrite): loading is then mostly reading.
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: model_lib.create_model(model_cfg)), nnx.Param)
   try:
