@@ -7,6 +7,8 @@ or validation), each clip cut to `--num_frames` frames and `--num_tracks` tracks
   identity+const  every camera at the identity, every depth 1 (trivial baseline)
   untrained       the same architecture, freshly initialised
   feed-forward    the model, one forward pass
+  feed-forward, static points only  the same pass, depth of the static points
+                  alone (the predicted motion left out): what the motion adds
   optimisation    the same unsupervised losses optimised per clip from scratch
                   (a fresh network triangulating with ridge `--opt_ridge`, Adam,
                   `--opt_steps` steps, best state kept), on
@@ -25,7 +27,8 @@ constant depth is the ceiling there; no optimisation rows: the clips are the
 families'); `object only` (`--object_only_clips` clips of the dynamic families in
 turn, without room or clutter: no static point, as in CMU-mocap); and the CMU-mocap
 sequences (projected with a perspective camera that follows the file's rotating
-virtual camera; skipped with a message when ../shared/data/nrsfm is absent).
+virtual camera; skipped with a message when ../shared/data/nrsfm is absent),
+`--mocap_windows` windows of each, spread evenly over the sequence.
 
 Fast camera turns (orbits of 90-110 degrees over the clip, about 4 degrees per frame,
 as in the CMU-mocap sequences), feed-forward and trivial baselines only:
@@ -73,12 +76,33 @@ METRICS = ("abs_rel", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel",
 OBJECT_ONLY_INDEX = 100_000
 
 
+def mocap_windows(num_frames: int, windows: int) -> list:
+  """`windows` clips of `num_frames` frames from each CMU-mocap sequence, their
+  first frames spread evenly from the sequence's start to its end (the first
+  window starts at frame 0); [] when the data is absent.
+
+  Raises:
+    ValueError: for `windows` < 1.
+  """
+  if windows < 1:
+    raise ValueError(f"mocap_windows: windows must be >= 1; got {windows}.")
+  clips = []
+  for name in mocap_mat.list_sequences():
+    seq = mocap_mat.load_mocap(name)
+    length = min(num_frames, seq.num_frames)
+    starts = np.unique(np.round(np.linspace(0, seq.num_frames - length, windows)).astype(int))
+    clips += [mocap_mat.mocap_to_tracks(seq, num_frames=length, start=int(s)) for s in starts]
+  return clips
+
+
 def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
                camera_paths: tuple[str, ...] = synthetic.CAMERA_PATHS,
-               orbit_deg: tuple[float, float] = synthetic.ORBIT_DEG, object_only: int = 0) -> dict[str, list]:
+               orbit_deg: tuple[float, float] = synthetic.ORBIT_DEG, object_only: int = 0,
+               mocap_windows_per_sequence: int = 1) -> dict[str, list]:
   """Held-out clips per group: each synthetic family (camera paths drawn from
   `camera_paths`, orbits sweeping `orbit_deg`), `object_only` clips of the
-  dynamic families in turn with no background, and mocap when available."""
+  dynamic families in turn with no background, and mocap when available
+  (`mocap_windows_per_sequence` windows of each sequence)."""
   gen = synthetic.SyntheticConfig(num_frames=(num_frames, num_frames), camera_paths=tuple(camera_paths),
                                   orbit_deg=orbit_deg)
   sub = data.SubsampleConfig(min_frames=num_frames, max_frames=num_frames, num_tracks=num_tracks)
@@ -99,10 +123,9 @@ def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
                                                     background=False),
                             np.random.default_rng([seed, OBJECT_ONLY_INDEX + i]), sub)
         for i in range(object_only)]
-  seqs = mocap_mat.list_sequences()
-  if seqs:
-    groups["nrsfm-mocap"] = [mocap_mat.mocap_to_tracks(mocap_mat.load_mocap(name), num_frames=num_frames)
-                             for name in seqs]
+  mocap = mocap_windows(num_frames, mocap_windows_per_sequence)
+  if mocap:
+    groups["nrsfm-mocap"] = mocap
   else:
     print(f"mocap sequences not found in {mocap_mat.DEFAULT_NRSFM_DIR}: the nrsfm-mocap group is skipped.")
   return groups
@@ -118,11 +141,11 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
   pad = (max(c.num_frames for g in clips_by_group.values() for c in g),
          max(c.num_tracks for g in clips_by_group.values() for c in g))
 
-  def feed_forward(m):
+  def feed_forward(m, static_only=False):
     def predict(clips):
       evaluate.predict_with_model(m, clips[:1], batch_size=1, pad_to=pad)  # Compile outside the timing.
       t0 = time.perf_counter()
-      out = evaluate.predict_with_model(m, clips, batch_size=1, pad_to=pad)
+      out = evaluate.predict_with_model(m, clips, batch_size=1, pad_to=pad, static_only=static_only)
       predict.seconds = (time.perf_counter() - t0) / len(clips)
       return out
     return predict
@@ -161,6 +184,7 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
     for name, fn, subset in (("identity+const", trivial, clips), ("untrained", feed_forward(fresh), clips),
                              ("rigid factorisation", rigid_factorisation, clips if complete else []),
                              ("feed-forward", feed_forward(net), clips),
+                             ("feed-forward, static points only", feed_forward(net, static_only=True), clips),
                              ("feed-forward (opt. subset)", feed_forward(net), clips[:opt_clips]),
                              ("optimisation", optimisation, clips[:opt_clips]),
                              (f"fine-tuned ({ttft_steps} steps)", fine_tuned, clips[:opt_clips])):
@@ -203,7 +227,7 @@ def main(argv):
   if len(orbit_deg) != 2:
     raise app.UsageError(f"--orbit_deg: expected two numbers min,max; got {_ORBIT.value}.")
   groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg,
-                      _OBJECT_ONLY.value)
+                      _OBJECT_ONLY.value, _MOCAP_WINDOWS.value)
   if _GROUPS.value:
     unknown = sorted(set(_GROUPS.value) - set(groups))
     if unknown:
@@ -216,7 +240,7 @@ def main(argv):
   settings = {k: getattr(flags.FLAGS, k) for k in ("model", "clips_per_family", "num_frames", "num_tracks",
                                                    "opt_clips", "opt_steps", "opt_lr", "opt_ridge", "seed",
                                                    "camera_paths", "orbit_deg", "object_only_clips", "ttft_steps",
-                                                   "ttft_lr", "groups", "override")}
+                                                   "ttft_lr", "groups", "override", "mocap_windows")}
   (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1))
   table = markdown(results)
   (out / "results.md").write_text(table + "\n")
@@ -244,6 +268,9 @@ if __name__ == "__main__":
                                      "optimisation subset (0: no fine-tuned row).", lower_bound=0)
   _TTFT_LR = flags.DEFINE_float("ttft_lr", 3e-4, "Test-time fine-tuning step size (reconstruct's default).")
   _SEED = flags.DEFINE_integer("seed", 2_000_003, "Seed of the held-out clips.")
+  _MOCAP_WINDOWS = flags.DEFINE_integer(
+      "mocap_windows", 1, "Windows of --num_frames frames per CMU-mocap sequence, spread evenly over it (1: its "
+      "first frames only).", lower_bound=1)
   _OVERRIDE = flags.DEFINE_multi_string(
       "override", [], "A model setting that adds no parameters, 'key=value', replacing the model's config.json "
       "value for every method (e.g. --override=occlusion_weight=0); repeatable.")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from flax import nnx
+import jax
 import numpy as np
+import pytest
 
 from experiments import evaluate as evaluate_script
 from tracks4d import model
+from tracks4d.io import mocap_mat
+from tracks4d.tracks import batch_tracks
+from tracks4d.training import evaluate
 
 
 def test_groups_hold_object_only_clips_without_static_points():
@@ -24,9 +30,9 @@ def test_comparison_scores_every_method():
   results = evaluate_script.run_comparison(net, {"object only": groups["object only"]}, opt_clips=1, opt_steps=1,
                                            opt_lr=1e-3, ttft_steps=1)
   methods = results["object only"]
-  assert set(methods) == {"identity+const", "untrained", "feed-forward", "feed-forward (opt. subset)",
-                          "optimisation", "fine-tuned (1 steps)"}
-  assert [r["num_clips"] for r in methods.values()] == [2, 2, 2, 1, 1, 1]
+  assert set(methods) == {"identity+const", "untrained", "feed-forward", "feed-forward, static points only",
+                          "feed-forward (opt. subset)", "optimisation", "fine-tuned (1 steps)"}
+  assert [r["num_clips"] for r in methods.values()] == [2, 2, 2, 2, 1, 1, 1]
   for r in methods.values():
     assert np.isfinite(r["abs_rel"]) and r["abs_rel"] >= 0
   # The trained and the fresh network are the same weights here (seed 0): same scores.
@@ -44,3 +50,32 @@ def test_rigid_factorisation_row_only_for_complete_tracks():
                                            opt_lr=1e-3)
   assert "rigid factorisation" not in results["hidden"]
   assert np.isfinite(results["complete"]["rigid factorisation"]["abs_rel"])
+
+
+def test_mocap_windows_spread_over_each_sequence():
+  if not mocap_mat.list_sequences():
+    pytest.skip(f"CMU-mocap sequences not found in {mocap_mat.DEFAULT_NRSFM_DIR} (../shared/data/nrsfm).")
+  names = mocap_mat.list_sequences()
+  one, three = evaluate_script.mocap_windows(8, 1), evaluate_script.mocap_windows(8, 3)
+  assert len(one) == len(names) and len(three) == 3 * len(names)
+  seq = mocap_mat.load_mocap(names[0])
+  first, last = three[0], three[2]
+  np.testing.assert_allclose(first.xy_px, one[0].xy_px)  # The first window starts at frame 0.
+  np.testing.assert_allclose(last.gt.xyz_world, seq.S[-8:])  # The last one ends at the sequence's end.
+  with pytest.raises(ValueError, match="windows"):
+    evaluate_script.mocap_windows(8, 0)
+
+
+def test_static_only_depth_leaves_the_motion_out():
+  clips = evaluate_script.eval_clips(num_per_family=0, num_frames=8, num_tracks=16, seed=12, object_only=1)["object only"]
+  net = model.create_model("tiny", seed=0)
+  # A fresh network's motion head starts at zero: perturb every parameter so it predicts motion.
+  params = nnx.state(net, nnx.Param)
+  keys = iter(jax.random.split(jax.random.key(0), len(jax.tree.leaves(params))))
+  nnx.update(net, jax.tree.map(lambda x: x + 0.05 * jax.random.normal(next(keys), x.shape), params))
+  full = evaluate.predict_with_model(net, clips, batch_size=1)[0]
+  static = evaluate.predict_with_model(net, clips, batch_size=1, static_only=True)[0]
+  pred = model.forward(net, batch_tracks(clips))
+  np.testing.assert_allclose(static.depth, np.asarray(pred.depth_static)[0], rtol=1e-3)
+  np.testing.assert_array_equal(static.w2c, full.w2c)
+  assert not np.allclose(static.depth, full.depth)

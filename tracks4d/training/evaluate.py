@@ -75,9 +75,13 @@ def mean_scores(scores: Sequence[ClipScores]) -> dict[str, float]:
 
 
 def predict_with_model(net: model_lib.Tracks4DNet, clips: Sequence[Tracks], batch_size: int = 8,
-                       pad_to: tuple[int, int] | None = None) -> list[Reconstruction3D]:
+                       pad_to: tuple[int, int] | None = None, static_only: bool = False) -> list[Reconstruction3D]:
   """Feed-forward predictions for clips, in padded batches of one fixed shape
-  (so the network compiles once)."""
+  (so the network compiles once).
+
+  With `static_only`, the depth is that of the static points B^0 alone
+  (`Prediction.depth_static`: the motion bases left out), which measures what
+  the predicted motion adds to the depth."""
   t = pad_to[0] if pad_to else max(c.num_frames for c in clips)
   n = pad_to[1] if pad_to else max(c.num_tracks for c in clips)
   out = []
@@ -86,7 +90,7 @@ def predict_with_model(net: model_lib.Tracks4DNet, clips: Sequence[Tracks], batc
     filler = group[-1:] * (batch_size - len(group))  # Keep the batch shape fixed.
     batch = jax.tree.map(jnp.asarray, batch_tracks(group + filler, t, n))
     pred = model_lib.forward_jit(net, batch)
-    w2c, depth = np.asarray(pred.w2c), np.asarray(pred.depth)
+    w2c, depth = np.asarray(pred.w2c), np.asarray(pred.depth_static if static_only else pred.depth)
     for j, c in enumerate(group):
       out.append(Reconstruction3D(w2c=w2c[j, :c.num_frames], depth=depth[j, :c.num_frames, :c.num_tracks]))
   return out
