@@ -47,7 +47,9 @@ CMU-mocap only (`--groups` keeps the named groups):
   python -m experiments.evaluate --model=tracks4d/pretrained/small --out=runs/eval_cmu \
       --groups=nrsfm-mocap --opt_clips=0
 
-Writes results.json and results.md to --out and prints the table.
+Writes results.json (every score's mean per group and method, and each clip's AbsRel in
+the order of the group's clips) and results.md to --out and prints the table
+(`abs_rel_median`: the median over clips, which a few failed clips move less than the mean).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ from tracks4d.training import checkpoint, data, evaluate, finetune
 
 NO_PARALLAX_CAMERAS = ("pan", "static")
 POOLED_GROUPS = ("parallax", "no parallax")
-METRICS = ("abs_rel", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel", "rpe_rot_deg")
+METRICS = ("abs_rel", "abs_rel_median", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel", "rpe_rot_deg")
 
 
 # Object-only clips take indices from here on, apart from the family groups' clips.
@@ -194,9 +196,11 @@ def run_comparison(net, clips_by_group: dict, opt_clips: int, opt_steps: int, op
         continue
       if (name.startswith("fine-tuned") and ttft_steps <= 0) or not subset:
         continue
-      scores = evaluate.evaluate(fn, subset)["all"]
-      results[group][name] = {**scores, "seconds_per_clip": getattr(fn, "seconds", float("nan")),
-                              "num_clips": len(subset)}
+      per_clip = [evaluate.score_clip(p, c) for p, c in zip(fn(subset), subset)]
+      scores = evaluate.mean_scores(per_clip)
+      abs_rel = [s.abs_rel for s in per_clip]
+      results[group][name] = {**scores, "abs_rel_median": float(np.median(abs_rel)), "abs_rel_per_clip": abs_rel,
+                              "seconds_per_clip": getattr(fn, "seconds", float("nan")), "num_clips": len(subset)}
       print(f"{group:>12} {name:>27}: abs_rel {scores['abs_rel']:.3f} ate_rel {scores['ate_rel']:.4f} "
             f"({results[group][name]['seconds_per_clip']:.2f} s/clip)", flush=True)
   return results

@@ -35,6 +35,9 @@ def test_comparison_scores_every_method():
   assert [r["num_clips"] for r in methods.values()] == [2, 2, 2, 2, 1, 1, 1]
   for r in methods.values():
     assert np.isfinite(r["abs_rel"]) and r["abs_rel"] >= 0
+    assert len(r["abs_rel_per_clip"]) == r["num_clips"]
+    np.testing.assert_allclose(r["abs_rel"], np.mean(r["abs_rel_per_clip"]))
+    np.testing.assert_allclose(r["abs_rel_median"], np.median(r["abs_rel_per_clip"]))
   # The trained and the fresh network are the same weights here (seed 0): same scores.
   assert methods["untrained"]["abs_rel"] == methods["feed-forward"]["abs_rel"]
   assert "| object only | fine-tuned (1 steps) | 1 |" in evaluate_script.markdown(results)
