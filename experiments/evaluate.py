@@ -30,6 +30,11 @@ sequences (projected with a perspective camera that follows the file's rotating
 virtual camera; skipped with a message when ../shared/data/nrsfm is absent),
 `--mocap_windows` windows of each, spread evenly over the sequence.
 
+The synthetic `mocap` family animates bodies with these same sequences' motion, so a
+model trained with it has seen their motion (not their points or cameras). To measure
+unseen motion, train with `--config.data.generator.mocap_exclude="('drink', 'yoga')"`
+and evaluate with `--mocap_sequences=drink,yoga`.
+
 Fast camera turns (orbits of 90-110 degrees over the clip, about 4 degrees per frame,
 as in the CMU-mocap sequences), feed-forward and trivial baselines only:
 
@@ -78,18 +83,23 @@ METRICS = ("abs_rel", "abs_rel_median", "delta_1", "abs_rel_dyn", "abs_rel_clip_
 OBJECT_ONLY_INDEX = 100_000
 
 
-def mocap_windows(num_frames: int, windows: int) -> list:
-  """`windows` clips of `num_frames` frames from each CMU-mocap sequence, their
-  first frames spread evenly from the sequence's start to its end (the first
-  window starts at frame 0); [] when the data is absent.
+def mocap_windows(num_frames: int, windows: int, sequences: tuple[str, ...] = ()) -> list:
+  """`windows` clips of `num_frames` frames from each CMU-mocap sequence (those
+  named in `sequences`, or all), their first frames spread evenly from the
+  sequence's start to its end (the first window starts at frame 0); [] when the
+  data is absent.
 
   Raises:
-    ValueError: for `windows` < 1.
+    ValueError: for `windows` < 1, or a name in `sequences` that is not there.
   """
   if windows < 1:
     raise ValueError(f"mocap_windows: windows must be >= 1; got {windows}.")
+  names = mocap_mat.list_sequences()
+  unknown = sorted(set(sequences) - set(names))
+  if names and unknown:
+    raise ValueError(f"mocap_windows: sequences {unknown} not found; there are {names}.")
   clips = []
-  for name in mocap_mat.list_sequences():
+  for name in (n for n in names if not sequences or n in sequences):
     seq = mocap_mat.load_mocap(name)
     length = min(num_frames, seq.num_frames)
     starts = np.unique(np.round(np.linspace(0, seq.num_frames - length, windows)).astype(int))
@@ -100,11 +110,12 @@ def mocap_windows(num_frames: int, windows: int) -> list:
 def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
                camera_paths: tuple[str, ...] = synthetic.CAMERA_PATHS,
                orbit_deg: tuple[float, float] = synthetic.ORBIT_DEG, object_only: int = 0,
-               mocap_windows_per_sequence: int = 1) -> dict[str, list]:
+               mocap_windows_per_sequence: int = 1, mocap_sequences: tuple[str, ...] = ()) -> dict[str, list]:
   """Held-out clips per group: each synthetic family (camera paths drawn from
   `camera_paths`, orbits sweeping `orbit_deg`), `object_only` clips of the
   dynamic families in turn with no background, and mocap when available
-  (`mocap_windows_per_sequence` windows of each sequence)."""
+  (`mocap_windows_per_sequence` windows of each sequence in `mocap_sequences`,
+  or of all)."""
   gen = synthetic.SyntheticConfig(num_frames=(num_frames, num_frames), camera_paths=tuple(camera_paths),
                                   orbit_deg=orbit_deg)
   sub = data.SubsampleConfig(min_frames=num_frames, max_frames=num_frames, num_tracks=num_tracks)
@@ -125,7 +136,7 @@ def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
                                                     background=False),
                             np.random.default_rng([seed, OBJECT_ONLY_INDEX + i]), sub)
         for i in range(object_only)]
-  mocap = mocap_windows(num_frames, mocap_windows_per_sequence)
+  mocap = mocap_windows(num_frames, mocap_windows_per_sequence, mocap_sequences)
   if mocap:
     groups["nrsfm-mocap"] = mocap
   else:
@@ -230,8 +241,11 @@ def main(argv):
     orbit_deg = ()
   if len(orbit_deg) != 2:
     raise app.UsageError(f"--orbit_deg: expected two numbers min,max; got {_ORBIT.value}.")
-  groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg,
-                      _OBJECT_ONLY.value, _MOCAP_WINDOWS.value)
+  try:
+    groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg,
+                        _OBJECT_ONLY.value, _MOCAP_WINDOWS.value, tuple(_MOCAP_SEQUENCES.value))
+  except ValueError as e:
+    raise app.UsageError(f"--mocap_sequences: {e}") from e
   if _GROUPS.value:
     unknown = sorted(set(_GROUPS.value) - set(groups))
     if unknown:
@@ -244,7 +258,8 @@ def main(argv):
   settings = {k: getattr(flags.FLAGS, k) for k in ("model", "clips_per_family", "num_frames", "num_tracks",
                                                    "opt_clips", "opt_steps", "opt_lr", "opt_ridge", "seed",
                                                    "camera_paths", "orbit_deg", "object_only_clips", "ttft_steps",
-                                                   "ttft_lr", "groups", "override", "mocap_windows")}
+                                                   "ttft_lr", "groups", "override", "mocap_windows",
+                                                   "mocap_sequences")}
   (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1))
   table = markdown(results)
   (out / "results.md").write_text(table + "\n")
@@ -275,6 +290,9 @@ if __name__ == "__main__":
   _MOCAP_WINDOWS = flags.DEFINE_integer(
       "mocap_windows", 1, "Windows of --num_frames frames per CMU-mocap sequence, spread evenly over it (1: its "
       "first frames only).", lower_bound=1)
+  _MOCAP_SEQUENCES = flags.DEFINE_list(
+      "mocap_sequences", [], "CMU-mocap sequences to evaluate (default: all), e.g. those a training run held out "
+      "of its 'mocap' family with --config.data.generator.mocap_exclude.")
   _OVERRIDE = flags.DEFINE_multi_string(
       "override", [], "A model setting that adds no parameters, 'key=value', replacing the model's config.json "
       "value for every method (e.g. --override=occlusion_weight=0); repeatable.")

@@ -67,6 +67,11 @@ def test_mocap_windows_spread_over_each_sequence():
   np.testing.assert_allclose(last.gt.xyz_world, seq.S[-8:])  # The last one ends at the sequence's end.
   with pytest.raises(ValueError, match="windows"):
     evaluate_script.mocap_windows(8, 0)
+  picked = evaluate_script.mocap_windows(8, 2, sequences=(names[-1],))
+  assert len(picked) == 2
+  np.testing.assert_allclose(picked[0].gt.xyz_world, mocap_mat.load_mocap(names[-1]).S[:8])
+  with pytest.raises(ValueError, match="'nosuch'"):
+    evaluate_script.mocap_windows(8, 1, sequences=("nosuch",))
 
 
 def test_static_only_depth_leaves_the_motion_out():

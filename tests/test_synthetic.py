@@ -167,6 +167,30 @@ def test_mocap_family_with_data():
   assert body[:, 1].max() <= 1e-3 * np.abs(body).max() + 0.2 * np.ptp(body[:, 1])  # Feet near the floor (y=0).
 
 
+def test_mocap_exclude_keeps_sequences_out_of_the_mocap_family():
+  directory = scene_lib.default_mocap_dir()
+  seqs = scene_lib.load_mocap_skeletons(str(directory))
+  if not seqs:
+    pytest.skip(f"mocap data not found: {directory} (set TRACKS4D_NRSFM_DIR)")
+  names = [name for name, _, _ in seqs]
+  counts = {name: joints.shape[1] for name, joints, _ in seqs}
+  keep = names[0]  # The joint count tells the sequences apart (dance has 75, the others 41).
+  others = tuple(n for n in names if counts[n] != counts[keep])
+  rng = np.random.default_rng(0)
+  for _ in range(6):
+    joints, _ = scene_lib._mocap_joints(rng, 8, directory, 3.0, exclude=others)
+    assert joints.shape[1] == counts[keep]
+  with pytest.raises(ValueError, match="mocap_exclude.*'nosuch'"):
+    scene_lib._mocap_joints(rng, 8, directory, 3.0, exclude=("nosuch",))
+  with pytest.raises(ValueError, match="mocap_exclude: excludes every sequence"):
+    scene_lib._mocap_joints(rng, 8, directory, 3.0, exclude=tuple(names))
+  # Through the generator's config (a list from a ConfigDict becomes a tuple).
+  cfg = synthetic.SyntheticConfig.from_dict({**dataclasses.asdict(CLEAN), "noise": dataclasses.asdict(CLEAN.noise),
+                                             "families": ["mocap"], "mocap_exclude": list(names[1:])})
+  assert cfg.mocap_exclude == tuple(names[1:])
+  assert synthetic.generate_clip(cfg, seed=0, index=0).gt.dynamic.any()
+
+
 def test_scene_without_visible_track_is_drawn_again(monkeypatch):
   """Clip (3, 469) of this config is an object-only scene whose object no query
   hits in its first draw: it is drawn again (deterministically), not dropped.

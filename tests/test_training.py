@@ -3,6 +3,7 @@ NaN handling, data-parallel sharding (8 simulated devices) and 2 processes."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -84,19 +85,23 @@ def test_other_config_in_workdir_is_refused(finished_run):
     loop.train_and_evaluate(config, str(workdir), progress=False)
 
 
-@pytest.mark.parametrize("key,new_value", [("uncorrected_starts", True), ("occlusion_weight", 1.0),
-                                           ("start_score_weights", (50.0, 1.0))])
+@pytest.mark.parametrize("key,new_value", [("model.uncorrected_starts", True), ("model.occlusion_weight", 1.0),
+                                           ("model.start_score_weights", (50.0, 1.0)),
+                                           ("data.generator.mocap_exclude", ("drink",))])
 def test_workdir_from_before_an_added_setting_resumes_only_with_its_old_value(tmp_path, key, new_value):
-  # A run whose config.json predates an added model setting behaves as its old value.
+  # A run whose config.json predates an added setting behaves as its old value.
+  assert key in checkpoint.ADDED_KEYS
+  *parents, leaf = key.split(".")
+  node = lambda d: functools.reduce(lambda x, k: x[k], parents, d)
   config = tiny().to_dict()
   checkpoint.check_config_matches(tmp_path, config)
   saved = json.loads((tmp_path / "config.json").read_text())
-  del saved["model"][key]
+  del node(saved)[leaf]
   (tmp_path / "config.json").write_text(json.dumps(saved))
   checkpoint.check_config_matches(tmp_path, config)
-  config["model"][key] = new_value
+  node(config)[leaf] = new_value
   shown = repr(list(new_value) if isinstance(new_value, tuple) else new_value)
-  with pytest.raises(ValueError, match=rf"model.{key}: None there vs {re.escape(shown)} now"):
+  with pytest.raises(ValueError, match=rf"{re.escape(key)}: None there vs {re.escape(shown)} now"):
     checkpoint.check_config_matches(tmp_path, config)
 
 

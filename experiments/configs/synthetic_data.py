@@ -37,6 +37,7 @@ def generator_config() -> ml_collections.ConfigDict:
       "cells_per_side": 48,
       "min_depth": 0.05,
       "mocap_dir": "",
+      "mocap_exclude": (),
       "orbit_deg": ORBIT_DEG,
       "object_only_frac": 0.0,
   })

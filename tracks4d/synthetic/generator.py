@@ -43,6 +43,11 @@ class SyntheticConfig:
     mocap_dir: folder of the mocap .mat files (family 'mocap'); None uses
       ../shared/data/nrsfm or $TRACKS4D_NRSFM_DIR. Missing data drops the family
       with a warning.
+    mocap_exclude: sequences (file stems, e.g. "drink") the 'mocap' family never
+      animates, so that a model trained on these clips can be evaluated on them
+      as unseen motion (`experiments.evaluate --mocap_sequences`). A name that is
+      not in mocap_dir, or excluding every sequence, is an error when a mocap
+      clip is made.
     orbit_deg: (min, max) azimuth, in degrees, that an orbiting camera sweeps
       over a clip, drawn uniformly.
     object_only_frac: probability that a clip of a dynamic family is
@@ -63,6 +68,7 @@ class SyntheticConfig:
   cells_per_side: int = 48
   min_depth: float = 0.05
   mocap_dir: str | None = None
+  mocap_exclude: tuple[str, ...] = ()
   orbit_deg: tuple[float, float] = ORBIT_DEG
   object_only_frac: float = 0.0
 
@@ -75,7 +81,7 @@ class SyntheticConfig:
       raise ValueError(f"SyntheticConfig: unknown settings {sorted(unknown)}.")
     if "noise" in d:
       d["noise"] = TrackerNoise(**dict(d["noise"]))
-    for key in ("num_frames", "families", "camera_paths", "orbit_deg"):
+    for key in ("num_frames", "families", "camera_paths", "orbit_deg", "mocap_exclude"):
       if key in d:
         d[key] = tuple(d[key])
     d["mocap_dir"] = d.get("mocap_dir") or None
@@ -179,7 +185,7 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
     if attempt:  # A redraw of the scene only (family, camera path, length kept), from a stream of its own.
       rng = np.random.default_rng([int(seed), int(index), _REDRAW_STREAM, attempt])
     scene = make_scene(rng, t, family, camera, cells_per_side=cfg.cells_per_side, mocap_dir=mocap_dir,
-                       orbit_deg=cfg.orbit_deg, background=background)
+                       orbit_deg=cfg.orbit_deg, background=background, mocap_exclude=cfg.mocap_exclude)
     h, w = scene.image_hw
     cell_px = max(h, w) / cfg.cells_per_side
     frames = sampling.query_frames(t, cfg.query_stride)

@@ -115,7 +115,8 @@ def _points_for(area: float, depth: float, f_px: float, cell_px: float, density:
 
 def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells_per_side: int = 48,
                mocap_dir: Path | None = None, density: float = 3.0, max_points_per_object: int = 6000,
-               orbit_deg: tuple[float, float] = ORBIT_DEG, background: bool = True) -> Scene:
+               orbit_deg: tuple[float, float] = ORBIT_DEG, background: bool = True,
+               mocap_exclude: tuple[str, ...] = ()) -> Scene:
   """Samples one random scene of a family with a camera path.
 
   Args:
@@ -131,6 +132,7 @@ def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells
     orbit_deg: (min, max) azimuth an orbiting camera sweeps over the clip, degrees.
     background: with False, no room and no clutter: the family's dynamic
       content alone (object-only scene).
+    mocap_exclude: mocap sequence names the 'mocap' family must not use.
 
   Returns:
     A `Scene`.
@@ -194,7 +196,8 @@ def make_scene(rng: np.random.Generator, t: int, family: str, camera: str, cells
       joints, edges = surfaces.kinematic_chain(rng, t, int(rng.integers(2, 4)), length=scale * rng.uniform(1.5, 3.0))
       radius = scale * rng.uniform(0.15, 0.3)
     elif family == "mocap":
-      joints, edges = _mocap_joints(rng, t, mocap_dir or default_mocap_dir(), height=scale * rng.uniform(2.2, 3.2))
+      joints, edges = _mocap_joints(rng, t, mocap_dir or default_mocap_dir(), height=scale * rng.uniform(2.2, 3.2),
+                                    exclude=mocap_exclude)
       radius = scale * 0.15
     if articulated:
       joints = joints @ np.swapaxes(rot, -1, -2) + (shift + place)[:, None]
@@ -228,12 +231,23 @@ def _distance_to_segments(point: np.ndarray, starts: np.ndarray, end: np.ndarray
   return np.linalg.norm(starts + lam[:, None] * d - point, axis=-1)
 
 
-def _mocap_joints(rng: np.random.Generator, t: int, mocap_dir: Path, height: float):
-  """A random t-frame window of a random mocap sequence, scaled to `height`, feet
-  on the ground, centred at the origin. Short sequences are played back and forth."""
+def _mocap_joints(rng: np.random.Generator, t: int, mocap_dir: Path, height: float, exclude: tuple[str, ...] = ()):
+  """A random t-frame window of a random mocap sequence not in `exclude`, scaled
+  to `height`, feet on the ground, centred at the origin. Short sequences are
+  played back and forth."""
   seqs = load_mocap_skeletons(str(mocap_dir))
   if not seqs:
     raise ValueError(f"family 'mocap': no .mat sequences found in {mocap_dir}.")
+  if exclude:
+    names = [name for name, _, _ in seqs]
+    unknown = sorted(set(exclude) - set(names))
+    if unknown:
+      raise ValueError(f"SyntheticConfig.mocap_exclude: {unknown} not among the sequences in {mocap_dir} "
+                       f"({names}).")
+    seqs = tuple(s for s in seqs if s[0] not in exclude)
+    if not seqs:
+      raise ValueError(f"SyntheticConfig.mocap_exclude: excludes every sequence in {mocap_dir}; the 'mocap' "
+                       "family needs at least one.")
   _, joints, edges = seqs[rng.integers(len(seqs))]
   f = joints.shape[0]
   if f >= t:
