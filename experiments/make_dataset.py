@@ -40,6 +40,11 @@ def _clips(cfg, seed: int, indices, workers: int) -> Iterator:
     yield from pool.imap(_make, jobs, chunksize=4)
 
 
+# Generator settings added after datasets existed, with the value that generates as
+# the code did before them.
+ADDED_GENERATOR_KEYS = {"mocap_exclude": ()}
+
+
 def make_dataset(config, out: str, context: ts.Context | None = None, progress: bool = True) -> TrackDataset:
   """Generates `config.num_clips` clips into a dataset at `out`, resuming if possible.
 
@@ -56,11 +61,15 @@ def make_dataset(config, out: str, context: ts.Context | None = None, progress: 
     ValueError: for invalid settings, or when `out` holds a different dataset.
   """
   cfg = synthetic.SyntheticConfig.from_dict(config.generator)
+  generator = config.generator.to_dict()
+  for key, unset in ADDED_GENERATOR_KEYS.items():  # Recorded only when set, so older datasets resume.
+    if key in generator and generator[key] == unset:
+      del generator[key]
   info = DatasetInfo(
       num_clips=int(config.num_clips), max_frames=cfg.num_frames[1], max_tracks=cfg.max_tracks,
       chunk_clips=int(config.chunk_clips), has_gt=True, families=synthetic.FAMILIES,
       cameras=synthetic.CAMERA_PATHS,
-      source={"generator": config.generator.to_dict(), "seed": int(config.seed)})
+      source={"generator": generator, "seed": int(config.seed)})
   ds = TrackDataset.create(out, info, context=context)
   start = ds.complete_chunks
   if start:

@@ -54,6 +54,18 @@ def test_make_dataset_round_trip(tmp_path, where):
   assert ((fams >= 0) & (fams < len(synthetic.FAMILIES))).all()
 
 
+def test_added_generator_setting_is_recorded_only_when_set(tmp_path):
+  """A dataset begun before `mocap_exclude` existed (its source lacks the key) resumes
+  under the new code; one made with the setting records it."""
+  config = tiny_config(2)
+  ds = make_dataset.make_dataset(config, str(tmp_path / "a"), progress=False)
+  assert "mocap_exclude" not in ds.info.source["generator"]
+  config.generator.mocap_exclude = ("nosuch",)  # Only mocap clips would check the name.
+  config.generator.families = ("static",)
+  ds = make_dataset.make_dataset(config, str(tmp_path / "b"), progress=False)
+  assert ds.info.source["generator"]["mocap_exclude"] == ["nosuch"]
+
+
 def test_read_batches_with_masks(tmp_path):
   clips = expected_clips(tiny_config(4))
   info = DatasetInfo(num_clips=4, max_frames=12, max_tracks=200, chunk_clips=2)
