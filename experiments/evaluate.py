@@ -241,11 +241,12 @@ def main(argv):
     orbit_deg = ()
   if len(orbit_deg) != 2:
     raise app.UsageError(f"--orbit_deg: expected two numbers min,max; got {_ORBIT.value}.")
-  try:
-    groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg,
-                        _OBJECT_ONLY.value, _MOCAP_WINDOWS.value, tuple(_MOCAP_SEQUENCES.value))
-  except ValueError as e:
-    raise app.UsageError(f"--mocap_sequences: {e}") from e
+  found = mocap_mat.list_sequences()
+  unknown = sorted(set(_MOCAP_SEQUENCES.value) - set(found))
+  if found and unknown:
+    raise app.UsageError(f"--mocap_sequences: {unknown} not found; there are {found}.")
+  groups = eval_clips(_CLIPS.value, _FRAMES.value, _TRACKS.value, _SEED.value, tuple(_CAMERAS.value), orbit_deg,
+                      _OBJECT_ONLY.value, _MOCAP_WINDOWS.value, tuple(_MOCAP_SEQUENCES.value))
   if _GROUPS.value:
     unknown = sorted(set(_GROUPS.value) - set(groups))
     if unknown:
