@@ -89,7 +89,7 @@ def main(argv):
     b = _BATCH.value
     r = time_forward(v, t, n, _REPEATS.value, overrides, b)
     print(f"{v:>6}: {r['params'] / 1e6:.2f} M params, b={b} t={t} n={n}: forward {r['forward_s']:.4f} s "
-          f"({b / r['forward_s']:.1f} clips/s; compile {r['compile_s']:.1f} s)", flush=True)
+          f"({b / r['forward_s']:.3g} clips/s; compile {r['compile_s']:.1f} s)", flush=True)
   if _MEM_VARIANT.value:
     for nn in (int(x) for x in _MEM_TRACKS.value):
       c = temp_memory_bytes(_MEM_VARIANT.value, "chunked", t, nn)

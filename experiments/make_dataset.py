@@ -11,6 +11,7 @@ variants and their expected time.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import time
 from typing import Iterator
@@ -22,6 +23,7 @@ import tqdm
 
 from tracks4d import synthetic
 from tracks4d.io.dataset import DatasetInfo, TrackDataset
+from tracks4d.training import checkpoint
 
 
 def _make(args):
@@ -40,11 +42,6 @@ def _clips(cfg, seed: int, indices, workers: int) -> Iterator:
     yield from pool.imap(_make, jobs, chunksize=4)
 
 
-# Generator settings added after datasets existed, with the value that generates as
-# the code did before them.
-ADDED_GENERATOR_KEYS = {"mocap_exclude": ()}
-
-
 def make_dataset(config, out: str, context: ts.Context | None = None, progress: bool = True) -> TrackDataset:
   """Generates `config.num_clips` clips into a dataset at `out`, resuming if possible.
 
@@ -61,10 +58,11 @@ def make_dataset(config, out: str, context: ts.Context | None = None, progress: 
     ValueError: for invalid settings, or when `out` holds a different dataset.
   """
   cfg = synthetic.SyntheticConfig.from_dict(config.generator)
-  generator = config.generator.to_dict()
-  for key, unset in ADDED_GENERATOR_KEYS.items():  # Recorded only when set, so older datasets resume.
-    if key in generator and generator[key] == unset:
-      del generator[key]
+  generator = json.loads(json.dumps(config.generator.to_dict()))  # As the dataset's info stores it.
+  for key, unset in checkpoint.ADDED_KEYS.items():  # Recorded only when set, so older datasets resume.
+    name = key.removeprefix("data.generator.")
+    if name != key and generator.get(name, unset) == unset:
+      generator.pop(name, None)
   info = DatasetInfo(
       num_clips=int(config.num_clips), max_frames=cfg.num_frames[1], max_tracks=cfg.max_tracks,
       chunk_clips=int(config.chunk_clips), has_gt=True, families=synthetic.FAMILIES,

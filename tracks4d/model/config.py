@@ -131,20 +131,17 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.triangulation_gamma_ref: expected >= 0; got {self.triangulation_gamma_ref}.")
     if self.camera_init not in CAMERA_INITS:
       raise ValueError(f"ModelConfig.camera_init: expected one of {CAMERA_INITS}; got {self.camera_init!r}.")
-    if self.uncorrected_starts and self.camera_init != "factorization":
-      raise ValueError("ModelConfig.uncorrected_starts: only with camera_init='factorization' (the starts it "
-                       f"scores); got camera_init={self.camera_init!r}.")
     if not self.occlusion_weight >= 0:
       raise ValueError(f"ModelConfig.occlusion_weight: expected >= 0; got {self.occlusion_weight}.")
-    if self.occlusion_weight > 0 and self.camera_init != "factorization":
-      raise ValueError("ModelConfig.occlusion_weight: only with camera_init='factorization' (the starts it "
-                       f"scores); got camera_init={self.camera_init!r}.")
     if len(self.start_score_weights) != 2 or not all(w >= 0 for w in self.start_score_weights):
       raise ValueError("ModelConfig.start_score_weights: expected two weights >= 0 (dynamic, negative depth); "
                        f"got {self.start_score_weights}.")
-    if any(self.start_score_weights) and self.camera_init != "factorization":
-      raise ValueError("ModelConfig.start_score_weights: only with camera_init='factorization' (the starts it "
-                       f"scores); got camera_init={self.camera_init!r}.")
+    # Settings of the choice among camera starts: they need the factorisation's starts.
+    for field, on in (("uncorrected_starts", self.uncorrected_starts), ("occlusion_weight", self.occlusion_weight > 0),
+                      ("start_score_weights", any(self.start_score_weights))):
+      if on and self.camera_init != "factorization":
+        raise ValueError(f"ModelConfig.{field}: only with camera_init='factorization' (the starts it scores); "
+                         f"got camera_init={self.camera_init!r}.")
     if self.head_dim % 2:
       raise ValueError(f"ModelConfig.head_dim: must be even for rotary time encoding; got {self.head_dim}.")
 
