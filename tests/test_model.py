@@ -182,3 +182,37 @@ def test_variants_and_bad_config():
   assert model.create_model(cfg, triangulation_ridge=0.5).cfg.triangulation_ridge == 0.5
   with pytest.raises(ValueError, match="unknown settings"):
     model.create_model(cfg, width=3)
+
+
+def test_camera_refinement_starts_as_identity_and_stays_equivariant():
+  """`refine_layers`: its zero-initialised read-out leaves a model's outputs as they
+  were (so it can be added to a trained model); once it predicts something, the
+  cameras move and the outputs still follow track permutations and ignore padding."""
+  from flax import nnx
+
+  plain = model.create_model("tiny", seed=1, chunk_size=8, camera_init="factorization")
+  refined = model.create_model("tiny", seed=1, chunk_size=8, camera_init="factorization", refine_layers=1)
+  nnx.update(refined, nnx.state(plain, nnx.Param))
+  c = clip(1)
+  a, b = run(plain, as_batch(c)), run(refined, as_batch(c))
+  np.testing.assert_array_equal(b.c2w, a.c2w)
+  np.testing.assert_array_equal(b.xyz_world, a.xyz_world)
+  rng = np.random.default_rng(0)
+  kernel = refined.refine_head.kernel
+  kernel[...] = jnp.asarray(rng.normal(size=kernel[...].shape) * 0.05, jnp.float32)
+  moved = run(refined, as_batch(c))
+  assert np.abs(np.asarray(moved.c2w) - np.asarray(a.c2w)).max() > 1e-3
+  perm = rng.permutation(c.num_tracks)
+  p = run(refined, as_batch(select_tracks(c, perm)))
+  assert_same_cameras(p.c2w, moved.c2w)
+  np.testing.assert_allclose(p.xyz_world, np.asarray(moved.xyz_world)[:, :, perm], rtol=2e-3, atol=1e-3)
+  t, n = c.num_frames, c.num_tracks
+  padded = pad_tracks(c, t + 3, n + 7)
+  xy = np.array(padded.xy_px)
+  xy[t:] = rng.normal(size=xy[t:].shape) * 500
+  q = run(refined, as_batch(padded.replace(xy_px=xy)))
+  assert_same_cameras(q.c2w[:, :t], moved.c2w)
+  with pytest.raises(ValueError, match="ModelConfig.refine_layers: only with triangulate_static=True"):
+    model.model_config("tiny", refine_layers=1, triangulate_static=False)
+  with pytest.raises(ValueError, match=r"ModelConfig.refine_layers: expected >= 0"):
+    model.model_config("tiny", refine_layers=-1)

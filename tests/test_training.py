@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import tracks4d as train_configs
+from tracks4d import synthetic
 from tracks4d.io.dataset import DatasetInfo, TrackDataset
+from tracks4d.tracks import batch_tracks
 from tracks4d.training import checkpoint, data, loop
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,12 +118,43 @@ def test_init_from_starts_from_a_saved_model(finished_run, tmp_path):
 
   got = jax.tree.map(np.asarray, nnx.state(net, nnx.Param))
   jax.tree.map(np.testing.assert_array_equal, got, params_of(workdir))
+  # A part the saved model lacks (the camera refinement) keeps its initial values;
+  # with its zero read-out the outputs are the saved model's.
+  refined = loop.model_lib.create_model(loop.parse_config(config).model, seed=123, refine_layers=1)
+  loop.init_params(refined, str(workdir / "model"))
+  assert np.abs(np.asarray(refined.refine_embed.kernel[...])).max() > 0
+  batch = jax.tree.map(jnp.asarray, batch_tracks([synthetic.generate_clip(loop.parse_config(config).generator, 0, 0)]))
+  np.testing.assert_allclose(loop.model_lib.forward(refined, batch).c2w, loop.model_lib.forward(net, batch).c2w,
+                             atol=1e-6)
   bigger = loop.model_lib.create_model("tiny", seed=0, dim=48)
   with pytest.raises(ValueError, match="init_from: .* another architecture"):
     loop.init_params(bigger, str(workdir / "model"))
   config.init_from = str(tmp_path / "nothing")
   with pytest.raises(ValueError, match="init_from: .*not a tracks4d model folder"):
     loop.train_and_evaluate(config, str(tmp_path / "w"), progress=False)
+
+
+def test_train_only_updates_just_the_matching_parameters(finished_run, tmp_path):
+  """`optimizer.train_only`: a part added to a saved model (the camera refinement)
+  is trained while the saved parameters stay; a pattern matching nothing is
+  refused at the start, naming the setting."""
+  workdir, _ = finished_run
+  config = tiny()
+  config.init_from = str(workdir / "model")
+  config.model.refine_layers = 1
+  config.optimizer.train_only = "^refine_"
+  loop.train_and_evaluate(config, str(tmp_path / "refine"), progress=False)
+  flat = lambda tree: {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_leaves_with_path(tree)}
+  before, after = flat(params_of(workdir)), flat(params_of(tmp_path / "refine"))
+  assert set(before) < set(after)
+  for key, value in before.items():
+    np.testing.assert_array_equal(after[key], value, err_msg=key)
+  trained = [k for k in after if k not in before]
+  assert trained and all("refine_" in k for k in trained)
+  assert np.abs(next(v for k, v in after.items() if "refine_head" in k and "kernel" in k)).max() > 0
+  config.optimizer.train_only = "^nothing_here"
+  with pytest.raises(ValueError, match=r"optimizer.train_only: '\^nothing_here' matches no parameter"):
+    loop.train_and_evaluate(config, str(tmp_path / "none"), progress=False)
 
 
 @pytest.mark.parametrize(

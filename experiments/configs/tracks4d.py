@@ -93,7 +93,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
                                        "focal_correction": model_config(arg).focal_correction,
                                        "uncorrected_starts": model_config(arg).uncorrected_starts,
                                        "occlusion_weight": model_config(arg).occlusion_weight,
-                                       "start_score_weights": model_config(arg).start_score_weights})
+                                       "start_score_weights": model_config(arg).start_score_weights,
+                                       "refine_layers": model_config(arg).refine_layers})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"
@@ -102,7 +103,9 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
       "workers": 1, "prefetch": 4,
   })
   c.optimizer = ml_collections.ConfigDict({"learning_rate": 3e-4, "warmup_steps": 200, "end_lr_factor": 0.05,
-                                           "weight_decay": 0.0, "clip_norm": 1.0})
+                                           "weight_decay": 0.0, "clip_norm": 1.0,
+                                           # A regex: train only the parameters whose path it matches.
+                                           "train_only": ""})
   c.loss = ml_collections.ConfigDict({"static": 1.0, "dynamic": 50.0, "negative_depth": 1.0, "sparsity": 0.001,
                                       "warmup": 1.0, "warmup_steps": 100,
                                       "static_prior": 0.0})

@@ -84,6 +84,14 @@ class ModelConfig:
       (triangulated static points plus the bases' motion) under each start. (0, 0)
       (default): the static term alone; (50, 1): the training loss's own weights
       (LossWeights), so the start is the one the loss prefers.
+    refine_layers: time-attention layers of the camera refinement (0: none). After
+      the start is chosen and the static points triangulated, each token also sees
+      the reprojection residual of its static point under those cameras; the
+      refinement attends over time per track, pools over tracks and predicts a
+      per-frame rotation and centre correction on top of the chosen cameras (a
+      learned update step, its read-out zero-initialised so that an untrained or
+      newly added refinement changes nothing). The static points are then
+      triangulated again under the refined cameras.
   """
 
   dim: int = 128
@@ -106,6 +114,7 @@ class ModelConfig:
   uncorrected_starts: bool = False
   occlusion_weight: float = 0.0
   start_score_weights: tuple[float, float] = (0.0, 0.0)
+  refine_layers: int = 0
 
   def __post_init__(self):
     # JSON and ml_collections give lists; keep the config hashable (jit caches on it).
@@ -119,8 +128,12 @@ class ModelConfig:
         raise ValueError(f"ModelConfig.{field}: expected a positive integer; got {getattr(self, field)}.")
     if self.num_bases < 1:
       raise ValueError(f"ModelConfig.num_bases: expected >= 1 (the static basis); got {self.num_bases}.")
-    if self.head_layers < 0:
-      raise ValueError(f"ModelConfig.head_layers: expected >= 0; got {self.head_layers}.")
+    for field in ("head_layers", "refine_layers"):
+      if getattr(self, field) < 0:
+        raise ValueError(f"ModelConfig.{field}: expected >= 0; got {getattr(self, field)}.")
+    if self.refine_layers and not self.triangulate_static:
+      raise ValueError("ModelConfig.refine_layers: only with triangulate_static=True (it refines the cameras that "
+                       "the static points are triangulated under).")
     if self.attention not in ATTENTION_IMPLS:
       raise ValueError(f"ModelConfig.attention: expected one of {ATTENTION_IMPLS}; got {self.attention!r}.")
     if self.dtype not in ("float32", "bfloat16"):

@@ -18,6 +18,9 @@ Heads (REFERENCE.md section 1, without the peer's circular time convolution):
     gamma_j = ELU(.) + 1 + 1e-5. With `triangulate_static`, the static point
     B_j^0 is the closed-form triangulation of the track under the predicted
     cameras, with the head's point as ridge prior (model/triangulation.py).
+  With `refine_layers`, a learned update then corrects the cameras from how the
+    static points fit under them (`_refine`), and the static points are
+    triangulated again.
 
 Shapes: b batch, t frames, n tracks, d width, k bases.
 """
@@ -33,7 +36,7 @@ from tracks4d import geometry
 from tracks4d.model.attention import TransformerLayer
 from tracks4d.model.camera_init import factorization_cameras
 from tracks4d.model.config import ModelConfig
-from tracks4d.model.outputs import RawOutputs, dynamic_fit, occlusion_order, static_score
+from tracks4d.model.outputs import RawOutputs, dynamic_fit, occlusion_order, static_projection, static_score
 from tracks4d.model.triangulation import triangulate_static
 
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -41,6 +44,12 @@ _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # enters their scores: a clip's few hidden points cannot outweigh a large
 # difference in the static fit.
 OCCLUSION_ORDER_CLIP = 0.5
+# Scales of the residual features of the camera refinement: normalised-coordinate
+# residuals are squashed by tanh(scale * r), resolving about 0.3 to 0.001.
+REFINE_RESIDUAL_SCALES = (3.0, 30.0, 300.0)
+# Per token: tanh-squashed residual (x, y) at each scale, log depth minus the
+# frame's mean log depth (clipped), validity.
+REFINE_FEATURES = 2 * len(REFINE_RESIDUAL_SCALES) + 2
 
 
 def fourier_features(x, num_freqs: int):
@@ -88,6 +97,11 @@ class Tracks4DNet(nnx.Module):
     self.frame_head = nnx.Linear(cfg.dim, 3 + 1 + (k - 1) + 6, kernel_init=zeros, rngs=rngs)
     self.track_norm = nnx.LayerNorm(cfg.dim, rngs=rngs)
     self.track_head = nnx.Linear(cfg.dim, 3 * k + 1, rngs=rngs)
+    if cfg.refine_layers:
+      self.refine_embed = nnx.Linear(REFINE_FEATURES, cfg.dim, dtype=dt, rngs=rngs)
+      self.refine_time_layers = nnx.List([layer() for _ in range(cfg.refine_layers)])
+      self.refine_norm = nnx.LayerNorm(cfg.dim, rngs=rngs)
+      self.refine_head = nnx.Linear(cfg.dim, 6 + 3, kernel_init=zeros, rngs=rngs)
 
   def __call__(self, xy_norm, visible, frame_mask, track_mask) -> RawOutputs:
     """Runs the network.
@@ -146,9 +160,47 @@ class Tracks4DNet(nnx.Module):
       prior_static = bases[..., 0]
       if static is None:
         static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
+      if cfg.refine_layers:
+        rot6d, centre = self._refine(x, rot6d, centre, log_focal, static, xy_norm, valid)
+        static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
       bases = bases.at[..., 0].set(static)
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,
                       prior_static=prior_static)
+
+  def _refine(self, x, rot6d, centre, log_focal, static, xy_norm, valid):
+    """The cameras corrected by the refinement (`ModelConfig.refine_layers`).
+
+    Each token x (b, t, n, d) gets an embedding of how its static point fits
+    under the current cameras (the reprojection residual at several scales and
+    the log depth relative to its frame's mean log depth, under stop-gradient: the
+    refinement reads the fit, as a learned update step would); time attention
+    per track, a masked mean over tracks and a zero-initialised read-out give a
+    per-frame rotation (6D, on top of the identity) and centre offset, applied
+    after the current cameras: R <- R R_refine, c <- c + offset.
+
+    Returns:
+      (rot6d (b, t, 6), centre (b, t, 3)).
+    """
+    cfg = self.cfg
+    sg = jax.lax.stop_gradient
+    b, t, n, _ = x.shape
+    xy, depth = static_projection(sg(rot6d), sg(centre), sg(log_focal), sg(static))
+    w = valid.astype(depth.dtype)
+    log_z = jnp.log(jnp.maximum(depth, 1e-3))
+    mean_log_z = (log_z * w).sum(2, keepdims=True) / jnp.maximum(w.sum(2, keepdims=True), 1.0)
+    resid = (xy - xy_norm) * w[..., None]
+    feats = [jnp.tanh(s * resid) for s in REFINE_RESIDUAL_SCALES]
+    feats += [jnp.clip(log_z - mean_log_z, -3.0, 3.0)[..., None] * w[..., None], w[..., None]]
+    y = x + self.refine_embed(jnp.concatenate(feats, -1).astype(x.dtype)).astype(x.dtype)
+    y = einops.rearrange(y.astype(cfg.compute_dtype), "b t n d -> (b n) t d")
+    time_mask = einops.rearrange(valid, "b t n -> (b n) t")
+    frame_pos = jnp.broadcast_to(jnp.arange(t), (b * n, t))
+    for layer in self.refine_time_layers:
+      y = layer(y, time_mask, frame_pos)
+    y = einops.rearrange(y, "(b n) t d -> b t n d", b=b).astype(jnp.float32)
+    out = self.refine_head(self.refine_norm(masked_mean(y, valid, axis=2)))  # (b, t, 9)
+    step = geometry.rot6d_to_matrix(out[..., :6] + jnp.asarray(_IDENTITY_6D, jnp.float32))
+    return geometry.matrix_to_rot6d(geometry.rot6d_to_matrix(rot6d) @ step), centre + out[..., 6:]
 
   def _choose_start(self, rot6d, centre, log_focal, bases, coeff, gamma, ridge, xy_norm, valid, frame_mask, real):
     """Per clip, the head's cameras from the prior start or on top of the factorisation's.

@@ -129,6 +129,20 @@ def robust_static_term(r2, gamma):
   return jnp.log(gamma + r2 / gamma)
 
 
+def static_projection(rot6d, centre, log_focal, static):
+  """Projections and camera depths of static points under cameras.
+
+  Args:
+    rot6d: (b, t, 6) camera-to-world rotations; centre (b, t, 3); log_focal (b, t).
+    static: (b, n, 3) world points.
+
+  Returns:
+    ((b, t, n, 2) normalised projections, (b, t, n) camera depths).
+  """
+  cam = _to_camera(geometry.rot6d_to_matrix(rot6d), centre, static[:, None])
+  return _project(cam, jnp.exp(log_focal)), cam[..., 2]
+
+
 def static_score(rot6d, centre, log_focal, static, gamma, xy_norm, valid):
   """Per-clip mean static term of static points under cameras.
 
@@ -140,8 +154,8 @@ def static_score(rot6d, centre, log_focal, static, gamma, xy_norm, valid):
   Returns:
     (b,) mean of `robust_static_term` over each clip's valid entries.
   """
-  cam = _to_camera(geometry.rot6d_to_matrix(rot6d), centre, static[:, None])
-  r2 = ((_project(cam, jnp.exp(log_focal)) - xy_norm) ** 2).sum(-1)
+  xy, _ = static_projection(rot6d, centre, log_focal, static)
+  r2 = ((xy - xy_norm) ** 2).sum(-1)
   w = valid.astype(r2.dtype)
   return (robust_static_term(r2, gamma[:, None, :]) * w).sum((1, 2)) / jnp.maximum(w.sum((1, 2)), 1.0)
 

@@ -32,8 +32,8 @@ RESUMABLE_KEYS = ("num_steps", "log_every", "checkpoint_every", "eval.every", "d
 # Settings added after runs existed, with the value that behaves as the code did
 # before them: a workdir whose config lacks one resumes when the new config has it.
 ADDED_KEYS = {"model.uncorrected_starts": False, "model.occlusion_weight": 0.0,
-              "model.start_score_weights": [0.0, 0.0],
-              "data.generator.mocap_exclude": []}  # Values as config.json holds them.
+              "model.start_score_weights": [0.0, 0.0], "model.refine_layers": 0,
+              "data.generator.mocap_exclude": [], "optimizer.train_only": ""}  # Values as config.json holds them.
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -113,22 +113,31 @@ def init_params(net: model_lib.Tracks4DNet, model_dir: str) -> None:
   """Overwrites `net`'s parameters with those of a saved model (fine-tuning).
 
   Only the parameters are taken: the run's own model settings (e.g. the
-  triangulation ridge) stay. A run that resumes restores its checkpoint over them.
+  triangulation ridge) stay. Parameters the saved model lacks keep their fresh
+  values: a part added by a setting (e.g. `refine_layers`, whose read-out starts
+  at zero) is trained on top of the saved model. A run that resumes restores its
+  checkpoint over them.
 
   Raises:
-    ValueError: naming `init_from` when the folder holds no model or its
-      parameter shapes differ from the configured architecture.
+    ValueError: naming `init_from` when the folder holds no model, or a saved
+      parameter that the configured architecture lacks or has in another shape.
   """
   try:
     source = checkpoint.load_model(model_dir)
   except ValueError as e:
     raise ValueError(f"init_from: {e}") from e
-  want, got = nnx.state(net, nnx.Param), nnx.state(source, nnx.Param)
-  shapes = lambda tree: jax.tree.map(lambda a: tuple(a.shape), tree)
-  if jax.tree.structure(want) != jax.tree.structure(got) or shapes(want) != shapes(got):
+  want = dict(nnx.to_flat_state(nnx.state(net, nnx.Param)))
+  got = dict(nnx.to_flat_state(nnx.state(source, nnx.Param)))
+  shape = lambda v: tuple(v.shape)
+  bad = sorted("/".join(map(str, k)) for k in got if k not in want or shape(want[k]) != shape(got[k]))
+  if bad:
     raise ValueError(f"init_from: {model_dir} holds a model of another architecture ({source.cfg}) than the "
-                     f"configured one ({net.cfg}).")
-  nnx.update(net, got)
+                     f"configured one ({net.cfg}): parameters {bad[:4]} are missing here or differ in shape.")
+  new = sorted("/".join(map(str, k)) for k in want if k not in got)
+  if new:
+    logging.info("init_from: %d parameters not in %s keep their initial values: %s", len(new), model_dir,
+                 ", ".join(new[:8]))
+  nnx.update(net, nnx.from_flat_state(got))
 
 
 def train_and_evaluate(config, workdir: str, progress: bool = True) -> dict:

@@ -8,6 +8,7 @@ optimiser state are replicated, and XLA inserts the gradient all-reduce.
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Callable
 
 import flax.struct
@@ -24,28 +25,63 @@ from tracks4d import model as model_lib
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
-  """Adam(W) with linear warm-up, cosine decay and global-norm clipping."""
+  """Adam(W) with linear warm-up, cosine decay and global-norm clipping.
+
+  `train_only`: when set, a regular expression; only parameters whose path (e.g.
+  "refine_head/kernel") it matches (re.search) are updated, the others stay as
+  they are (fine-tuning a part added to a saved model, `init_from`).
+  """
 
   learning_rate: float = 3e-4
   warmup_steps: int = 200
   end_lr_factor: float = 0.05
   weight_decay: float = 0.0
   clip_norm: float = 1.0
+  train_only: str = ""
 
   def __post_init__(self):
     if self.learning_rate <= 0:
       raise ValueError(f"optimizer.learning_rate: expected > 0; got {self.learning_rate}.")
     if self.clip_norm <= 0:
       raise ValueError(f"optimizer.clip_norm: expected > 0; got {self.clip_norm}.")
+    try:
+      re.compile(self.train_only)
+    except re.error as e:
+      raise ValueError(f"optimizer.train_only: not a regular expression ({e}); got {self.train_only!r}.") from e
+
+
+def param_path(path) -> str:
+  """'a/b/c' for a pytree key path of a parameter state."""
+  return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+
+
+def trainable_mask(params, train_only: str):
+  """A bool pytree like `params`: True where `train_only` (a regex, "" for all)
+  matches the parameter's path.
+
+  Raises:
+    ValueError: naming `optimizer.train_only` when it matches no parameter.
+  """
+  mask = jax.tree_util.tree_map_with_path(lambda p, _: not train_only or bool(re.search(train_only, param_path(p))),
+                                          params)
+  if not any(jax.tree.leaves(mask)):
+    names = [param_path(p) for p, _ in jax.tree_util.tree_leaves_with_path(params)]
+    raise ValueError(f"optimizer.train_only: {train_only!r} matches no parameter; they are e.g. {names[:6]}.")
+  return mask
 
 
 def make_optimizer(cfg: OptimizerConfig, num_steps: int) -> optax.GradientTransformation:
-  """clip_by_global_norm -> adamw with a warm-up + cosine learning-rate schedule."""
+  """clip_by_global_norm -> adamw with a warm-up + cosine learning-rate schedule;
+  with `cfg.train_only`, parameters it does not match get no update (and their
+  gradients do not count in the clipping norm)."""
   schedule = optax.warmup_cosine_decay_schedule(
       init_value=0.0, peak_value=cfg.learning_rate, warmup_steps=max(1, min(cfg.warmup_steps, num_steps - 1)),
       decay_steps=max(num_steps, 2), end_value=cfg.learning_rate * cfg.end_lr_factor)
-  return optax.chain(optax.clip_by_global_norm(cfg.clip_norm),
-                     optax.adamw(schedule, weight_decay=cfg.weight_decay))
+  tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), optax.adamw(schedule, weight_decay=cfg.weight_decay))
+  if not cfg.train_only:
+    return tx
+  labels = lambda params: jax.tree.map(lambda m: "train" if m else "frozen", trainable_mask(params, cfg.train_only))
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 @flax.struct.dataclass
