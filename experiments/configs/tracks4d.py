@@ -23,7 +23,8 @@ Variants (`:arg`):
   tiny   for CPU tests: 28 k parameters, 6-frame clips, a few steps, seconds.
 
 The shipped checkpoint (tracks4d/pretrained/small, see its MODEL_CARD.md) is the `small`
-run above (--workdir=workdirs/small_vp) fine-tuned three times. The first two, 600 steps
+run above (--workdir=workdirs/small_vp) fine-tuned three times, plus a learned camera
+refinement trained on top (the fourth run below). The first two, 600 steps
 each, about 25 min each on a 2-core CPU, predate `camera_init` and `focal_correction`
 (equivalent to `--config.model.camera_init=prior --config.model.focal_correction=True`):
 
@@ -51,13 +52,23 @@ switches the focal factor off and uses 30% object-only clips:
       --config.num_steps=2000 --config.eval.every=500 --config.model.focal_correction=False
       --config.data.generator.object_only_frac=0.3 (other flags as above)
 Expected: validation AbsRel 0.217, 0.206, 0.203 at steps 500-1,500 on its own mix (30%
-object-only); its best export, step 1,500, is the shipped model (MODEL_CARD.md has the
-command). With the code of its time it stopped at step 1,828 on a non-finite gradient (a
+object-only); its best export, step 1,500, is the shipped model's starting point
+(MODEL_CARD.md has the command). With the code of its time it stopped at step 1,828 on a non-finite gradient (a
 clip with fully occluded frames; fixed in commit 892cc22). The shipped config.json adds
 `uncorrected_starts=True` (`--config.model.uncorrected_starts=True`: each start is also
 scored without the head's correction; much better on fast camera turns, slightly worse on
 ordinary clips) and `occlusion_weight=1.0` (`--config.model.occlusion_weight=1.0`: the
-factorisation's mirrors are also weighed by where the tracker's hidden points lie). The held-out comparison with the baselines is in BENCHMARKS.md.
+factorisation's mirrors are also weighed by where the tracker's hidden points lie).
+
+The fourth (1,500 steps, about 30 min on an idle 2-core CPU) adds the camera refinement
+(`refine_layers=1`) and trains only it, the third run's parameters frozen:
+  ... --workdir=workdirs/ft_refine_only --config.init_from=<the third run's model>
+      --config.seed=6 --config.num_steps=1500 --config.eval.every=500
+      --config.optimizer.learning_rate=1e-3 "--config.optimizer.train_only=^refine_"
+      --config.model.refine_layers=1 --config.model.uncorrected_starts=True
+      --config.model.occlusion_weight=1.0 (other flags as the third)
+Expected: validation AbsRel 0.1938, 0.1925, 0.1921 at steps 500-1,500; step 1,500 is the
+shipped model. The held-out comparison with the baselines is in BENCHMARKS.md.
 
 Override anything on the command line, e.g. `--config.num_steps=500`,
 `--config.data.source=dataset --config.data.dataset=data/synthetic_train`,
