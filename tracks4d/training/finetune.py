@@ -61,8 +61,10 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
     FinetuneResult with a new network holding the parameters of lowest loss.
     With `uncorrected_starts` the steps (and the losses) are those of the
     network without them, which trains the head's camera correction; the
-    returned network has them, so it keeps an uncorrected start where that
-    still scores better.
+    returned network has them (so it keeps an uncorrected start where that
+    still scores better) unless the network without them has the lower loss on
+    the clip (the start is chosen before the camera refinement, which the steps
+    also trained).
 
   Raises:
     ValueError: for negative steps.
@@ -97,8 +99,22 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
       best, best_loss, best_step = params, loss, step
     params = new_params
   out = nnx.merge(graphdef, best if steps else params)
+  if steps and net.cfg.uncorrected_starts:
+    # The steps optimised the network without the uncorrected starts. The choice
+    # among starts comes before the camera refinement (`refine_layers`), so with
+    # them the fine-tuned network can fall back to a start whose refined cameras
+    # are worse; keep whichever of the two gives the lower loss on the clip.
+    plain = nnx.merge(train_graphdef, best)
+    if _clip_loss(plain, batch, weights, net.cfg.centre_prior) < _clip_loss(out, batch, weights, net.cfg.centre_prior):
+      out = plain
   return FinetuneResult(net=out, losses=np.asarray(history), best_step=best_step,
                         seconds=time.perf_counter() - t0)
+
+
+def _clip_loss(net: model_lib.Tracks4DNet, batch, weights: losses_lib.LossWeights, centre_prior) -> float:
+  """The unsupervised loss of `net` on a batch (camera warm-up off)."""
+  pred = model_lib.forward_jit(net, batch)
+  return float(losses_lib.unsupervised_losses(pred, batch, weights, warmup_on=False, centre_prior=centre_prior).total)
 
 
 @functools.lru_cache(maxsize=16)
