@@ -283,3 +283,29 @@ def test_two_process_run_on_localhost(tmp_path):
     assert p.returncode == 0, err[-3000:]
   result = json.loads(outs[0][0][outs[0][0].index("{"):])
   assert result["step"] == 3
+
+
+def test_data_workers_exit_when_the_run_is_killed():
+  """A run killed with SIGKILL leaves no data worker behind (data.exit_with_parent,
+  the synthetic source's worker initializer)."""
+  script = (
+      "import concurrent.futures, multiprocessing, os, time\n"
+      "from tracks4d.training import data\n"
+      "pool = concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context('spawn'),\n"
+      "    initializer=data.exit_with_parent, initargs=(os.getpid(), 0.1))\n"
+      "print(pool.submit(os.getpid).result(), flush=True)\n"
+      "time.sleep(60)\n")
+  proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO, env=ENV)
+  worker = int(proc.stdout.readline())
+  os.kill(worker, 0)  # Alive while the parent is.
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  deadline = time.time() + 20
+  while time.time() < deadline:
+    try:
+      os.kill(worker, 0)
+    except ProcessLookupError:
+      return
+    time.sleep(0.1)
+  os.kill(worker, signal.SIGKILL)
+  pytest.fail(f"data worker {worker} still running 20 s after its parent was killed")

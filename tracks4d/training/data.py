@@ -12,6 +12,9 @@ import collections
 import concurrent.futures
 import dataclasses
 import multiprocessing
+import os
+import threading
+import time
 from typing import Iterator
 
 import numpy as np
@@ -109,7 +112,8 @@ class SyntheticSource:
         yield step, self.batch(step)
       return
     ctx = multiprocessing.get_context("spawn")  # The parent runs JAX: never fork it.
-    with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+    with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=exit_with_parent,
+                                                initargs=(os.getpid(),)) as pool:
       pending = collections.deque()
       next_step = start_step
       while next_step < num_steps or pending:
@@ -118,6 +122,19 @@ class SyntheticSource:
           next_step += 1
         step, futures = pending.popleft()
         yield step, self._pad([f.result() for f in futures])
+
+
+def exit_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+  """Worker initializer: a daemon thread ends this process once `parent_pid` is
+  gone (a training run killed with SIGKILL or SIGTERM would otherwise leave its
+  data workers running, orphaned)."""
+
+  def watch():
+    while os.getppid() == parent_pid:
+      time.sleep(poll_seconds)
+    os._exit(0)
+
+  threading.Thread(target=watch, daemon=True).start()
 
 
 class DatasetSource:
