@@ -190,8 +190,8 @@ def test_camera_refinement_starts_as_identity_and_stays_equivariant():
   cameras move and the outputs still follow track permutations and ignore padding."""
   from flax import nnx
 
-  plain = model.create_model("tiny", seed=1, chunk_size=8, camera_init="factorization")
-  refined = model.create_model("tiny", seed=1, chunk_size=8, camera_init="factorization", refine_layers=1)
+  plain = model.create_model("tiny", seed=1, chunk_size=8)
+  refined = model.create_model("tiny", seed=1, chunk_size=8, refine_layers=1)
   nnx.update(refined, nnx.state(plain, nnx.Param))
   c = clip(1)
   a, b = run(plain, as_batch(c)), run(refined, as_batch(c))
