@@ -141,7 +141,7 @@ def test_finetuning_improves_cameras_on_a_static_orbit():
   scale = float(np.median(np.asarray(c.gt.depth)[np.asarray(c.visible)]))
   ate = [metrics.pose_metrics(r.w2c, c.gt.w2c).ate / scale for r in (ff, ft)]
   rot = [_rot_error_deg(r.w2c, c.gt.w2c) for r in (ff, ft)]
-  # Measured: ATE / median depth 0.0084 -> 0.0069, rotation error 2.8 -> 0.7 deg.
+  # Measured (run 5): ATE / median depth 0.0087 -> 0.0040, rotation error 4.1 -> 1.3 deg.
   assert ate[1] < 0.9 * ate[0], ate
   assert rot[1] < 0.5 * rot[0], rot
 

@@ -162,6 +162,11 @@ def load_model(path: str | Path, **overrides) -> model_lib.Tracks4DNet:
   model_cfg = dataclasses.replace(model_cfg, **overrides)
   # Shapes only (no random initialisation to overwrite): loading is then mostly reading.
   graphdef, abstract = nnx.split(nnx.eval_shape(lambda: model_lib.create_model(model_cfg)), nnx.Param)
+  # On this process's first device, not on the sharding the checkpoint was saved
+  # with (a training run saves on its "data" mesh): arrays carrying that mesh
+  # make jitted functions whose other inputs lack it compile twice.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract)
   try:
     params = ocp.StandardCheckpointer().restore(path / "params", abstract)
   except Exception as e:  # orbax raises several types for missing or corrupt files.

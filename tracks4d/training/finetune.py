@@ -84,14 +84,22 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
     abstract = nnx.eval_shape(lambda: model_lib.create_model(dataclasses.replace(net.cfg, uncorrected_starts=False)))
     train_graphdef = nnx.split(abstract, nnx.Param)[0]
   ramp = int(steps * lr_warmup_fraction)
-  tx, step_fn = _step_function(train_graphdef, float(learning_rate), ramp, weights, int(warmup_steps),
-                               net.cfg.centre_prior)
+  schedule = optax.linear_schedule(0.0, float(learning_rate), ramp) if ramp else optax.constant_schedule(
+      float(learning_rate))
+  tx, step_fn = _step_function(train_graphdef, weights, net.cfg.centre_prior)
 
-  opt_state = tx.init(params)
+  # Everything committed to one device: the step's outputs are, and inputs that
+  # are not would make the second step compile again.
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  params, opt_state, batch_dev = jax.device_put((params, tx.init(params), batch), device)
   best, best_loss, best_step = params, np.inf, 0
   history = []
   for step in tqdm.trange(steps, disable=not progress, desc="finetune", leave=False):
-    new_params, opt_state, loss = step_fn(params, opt_state, batch, step)
+    # The step size and the warm-up switch are inputs, so one compilation
+    # serves every schedule, step count and warm-up length.
+    opt_state.hyperparams["learning_rate"] = jax.device_put(np.float32(schedule(step)), device)
+    warmup_on = jax.device_put(np.bool_(step < warmup_steps), device)
+    new_params, opt_state, loss = step_fn(params, opt_state, batch_dev, warmup_on)
     loss = float(loss)  # Loss of `params`, before this update.
     history.append(loss)
     # Warm-up steps have a different objective: only compare after them.
@@ -104,9 +112,9 @@ def finetune(net: model_lib.Tracks4DNet, clip: Tracks, steps: int, learning_rate
     # among starts comes before the camera refinement (`refine_layers`), so with
     # them the fine-tuned network can fall back to a start whose refined cameras
     # are worse; keep whichever of the two gives the lower loss on the clip.
-    plain = nnx.merge(train_graphdef, best)
-    if _clip_loss(plain, batch, weights, net.cfg.centre_prior) < _clip_loss(out, batch, weights, net.cfg.centre_prior):
-      out = plain
+    # `best_loss` is the loss of `best` without them (warm-up off by then).
+    if best_loss < _clip_loss(out, batch, weights, net.cfg.centre_prior):
+      out = nnx.merge(train_graphdef, best)
   return FinetuneResult(net=out, losses=np.asarray(history), best_step=best_step,
                         seconds=time.perf_counter() - t0)
 
@@ -118,17 +126,17 @@ def _clip_loss(net: model_lib.Tracks4DNet, batch, weights: losses_lib.LossWeight
 
 
 @functools.lru_cache(maxsize=16)
-def _step_function(graphdef, learning_rate: float, ramp_steps: int, weights: losses_lib.LossWeights,
-                   warmup_steps: int, centre_prior: tuple):
+def _step_function(graphdef, weights: losses_lib.LossWeights, centre_prior: tuple):
   """(optimiser, jitted step) for one architecture and setting, built once so
-  clips of the same shape reuse one compilation."""
-  tx = optax.adam(optax.linear_schedule(0.0, learning_rate, ramp_steps) if ramp_steps else learning_rate)
+  clips of the same shape reuse one compilation. The optimiser is Adam with its
+  step size in the state (`hyperparams["learning_rate"]`), set before each step."""
+  tx = optax.inject_hyperparams(optax.adam)(learning_rate=0.0)
 
   @jax.jit
-  def step_fn(params, opt_state, batch, step):
+  def step_fn(params, opt_state, batch, warmup_on):
     def loss_fn(p):
       pred = model_lib.forward(nnx.merge(graphdef, p), batch)
-      return losses_lib.unsupervised_losses(pred, batch, weights, warmup_on=step < warmup_steps,
+      return losses_lib.unsupervised_losses(pred, batch, weights, warmup_on=warmup_on,
                                             centre_prior=centre_prior).total
 
     loss, grads = jax.value_and_grad(loss_fn)(params)
