@@ -124,7 +124,7 @@ def test_init_from_starts_from_a_saved_model(finished_run, tmp_path):
   loop.init_params(refined, str(workdir / "model"))
   assert np.abs(np.asarray(refined.refine_embed.kernel[...])).max() > 0
   batch = jax.tree.map(jnp.asarray, batch_tracks([synthetic.generate_clip(loop.parse_config(config).generator, 0, 0)]))
-  np.testing.assert_allclose(loop.model_lib.forward(refined, batch).c2w, loop.model_lib.forward(net, batch).c2w,
+  np.testing.assert_allclose(loop.model_lib.forward_jit(refined, batch).c2w, loop.model_lib.forward_jit(net, batch).c2w,
                              atol=1e-6)
   bigger = loop.model_lib.create_model("tiny", seed=0, dim=48)
   with pytest.raises(ValueError, match="init_from: .* another architecture"):

@@ -98,5 +98,5 @@ def test_gamma_ref_option_builds_and_validates():
     model.model_config("tiny", triangulation_gamma_ref=-1.0)
   net = model.create_model("tiny", seed=0, triangulation_gamma_ref=0.01)
   batch = tracks_lib.batch_tracks([synthetic.generate_clip(CLEAN, seed=3, index=0)])
-  out = model.forward(net, jax.tree.map(jnp.asarray, batch))
+  out = model.forward_jit(net, jax.tree.map(jnp.asarray, batch))
   assert np.isfinite(np.asarray(out.raw.bases)).all()
