@@ -192,15 +192,6 @@ def _validate(w2c, K, xy_px, valid, points_world, iterations, robust, robust_sca
 # ---------------------------------------------------------------------------
 
 
-def _skew(v):
-  z = jnp.zeros_like(v[..., 0])
-  return jnp.stack([
-      jnp.stack([z, -v[..., 2], v[..., 1]], -1),
-      jnp.stack([v[..., 2], z, -v[..., 0]], -1),
-      jnp.stack([-v[..., 1], v[..., 0], z], -1),
-  ], -2)
-
-
 def _mm(a, b):
   """(..., i, k) @ (..., k, j) for small matrices."""
   return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
@@ -261,7 +252,7 @@ def _lm_step(rot, trans, pts, log_f, lam, a0, dobs, mask, cam_free, point_free, 
   ], -2)
   # Camera-side Jacobian (t, p, 2, 7): x_cam <- exp(omega) x_cam + dt gives
   # d x_cam = -[x_cam]_x omega + dt; the last column is d r / d log s = pred.
-  j_rot = -jnp.einsum("tpkc,tpcd->tpkd", dr_dxc, _skew(xc))
+  j_rot = -jnp.einsum("tpkc,tpcd->tpkd", dr_dxc, geometry.skew(xc))
   j_c = jnp.concatenate([(j_rot * cam_free[:, None, None, None]), dr_dxc * cam_free[:, None, None, None],
                          (pred * focal_on)[..., None]], -1)
   j_p = jnp.einsum("tpkc,tcd->tpkd", dr_dxc, rot) * point_free[None, :, None, None]  # (t, p, 2, 3)

@@ -171,8 +171,14 @@ def test_variants_and_bad_config():
   # Command-line overrides: literals where they parse, strings otherwise; bad items are named.
   assert model.parse_overrides(["occlusion_weight=1", "camera_init=prior", "start_score_weights=(50, 1)"]) == {
       "occlusion_weight": 1, "camera_init": "prior", "start_score_weights": (50, 1)}
+  assert isinstance(model.parse_overrides(["occlusion_weight=1"])["occlusion_weight"], float)
   for bad in ("occlusion_weight", "width=3"):
     with pytest.raises(ValueError, match=rf"model override '{bad}': expected 'key=value'"):
+      model.parse_overrides([bad])
+  # A value of the wrong type (here two settings in one item) is named before any model is built.
+  for bad, kind in (("resection_steps=10,triangulation_ridge=1e-4", "int"), ("refine_layers=True", "int"),
+                    ("triangulate_static=1", "bool"), ("triangulation_ridge=abc", "float")):
+    with pytest.raises(ValueError, match=rf"model override '{bad}': \w+ expects a {kind}"):
       model.parse_overrides([bad])
   # A list (as JSON gives it) becomes a tuple: the config stays hashable.
   assert hash(model.model_config("small", start_score_weights=[50, 1])) == hash(

@@ -86,7 +86,8 @@ def matrix_to_rot6d(rot: Array) -> Array:
   return xp.concatenate([rot[..., :, 0], rot[..., :, 1]], axis=-1)
 
 
-def _skew(v: Array) -> Array:
+def skew(v: Array) -> Array:
+  """(..., 3, 3) cross-product matrices [v]_x, so that skew(v) @ u = v x u."""
   xp = _xp(v)
   z = xp.zeros_like(v[..., 0])
   return xp.stack(
@@ -116,7 +117,7 @@ def axis_angle_to_matrix(aa: Array) -> Array:
   # sin(t)/t and (1-cos(t))/t^2 with Taylor series near zero.
   a = xp.where(small, 1.0 - theta2 / 6.0, xp.sin(theta) / theta)
   b = xp.where(small, 0.5 - theta2 / 24.0, (1.0 - xp.cos(theta)) / theta2_safe)
-  k = _skew(aa)
+  k = skew(aa)
   eye = xp.broadcast_to(xp.eye(3, dtype=k.dtype), k.shape)
   return eye + a * k + b * (k @ k)
 

@@ -105,7 +105,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
                                        "uncorrected_starts": model_config(arg).uncorrected_starts,
                                        "occlusion_weight": model_config(arg).occlusion_weight,
                                        "start_score_weights": model_config(arg).start_score_weights,
-                                       "refine_layers": model_config(arg).refine_layers})
+                                       "refine_layers": model_config(arg).refine_layers,
+                                       "resection_steps": model_config(arg).resection_steps})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"

@@ -92,6 +92,12 @@ class ModelConfig:
       learned update step, its read-out zero-initialised so that an untrained or
       newly added refinement changes nothing). The static points are then
       triangulated again under the refined cameras.
+    resection_steps: Gauss-Newton steps of camera resection after that (0: none;
+      model/resection.py): each step moves every frame's camera to better fit the
+      static points (tracks weighted by 1 / gamma, Cauchy-robust) and triangulates
+      the points again: resection-intersection, a cheap bundle adjustment. No
+      parameters; the update passes gradients straight through to the cameras it
+      starts from.
   """
 
   dim: int = 128
@@ -115,6 +121,7 @@ class ModelConfig:
   occlusion_weight: float = 0.0
   start_score_weights: tuple[float, float] = (0.0, 0.0)
   refine_layers: int = 0
+  resection_steps: int = 0
 
   def __post_init__(self):
     # JSON and ml_collections give lists; keep the config hashable (jit caches on it).
@@ -128,12 +135,15 @@ class ModelConfig:
         raise ValueError(f"ModelConfig.{field}: expected a positive integer; got {getattr(self, field)}.")
     if self.num_bases < 1:
       raise ValueError(f"ModelConfig.num_bases: expected >= 1 (the static basis); got {self.num_bases}.")
-    for field in ("head_layers", "refine_layers"):
+    for field in ("head_layers", "refine_layers", "resection_steps"):
       if getattr(self, field) < 0:
         raise ValueError(f"ModelConfig.{field}: expected >= 0; got {getattr(self, field)}.")
     if self.refine_layers and not self.triangulate_static:
       raise ValueError("ModelConfig.refine_layers: only with triangulate_static=True (it refines the cameras that "
                        "the static points are triangulated under).")
+    if self.resection_steps and not self.triangulate_static:
+      raise ValueError("ModelConfig.resection_steps: only with triangulate_static=True (the cameras are fitted to "
+                       "the triangulated static points).")
     if self.attention not in ATTENTION_IMPLS:
       raise ValueError(f"ModelConfig.attention: expected one of {ATTENTION_IMPLS}; got {self.attention!r}.")
     if self.dtype not in ("float32", "bfloat16"):
@@ -198,22 +208,30 @@ def parse_overrides(items) -> dict:
   (50, 1)); anything else stays a string.
 
   Raises:
-    ValueError: naming the item, for one without '=' or an unknown setting.
+    ValueError: naming the item, for one without '=', an unknown setting, or a
+      value of another type than the setting's default (e.g. text for a number;
+      an int is accepted for a float).
 
   Example:
     >>> parse_overrides(["occlusion_weight=0", "camera_init=prior"])
-    {'occlusion_weight': 0, 'camera_init': 'prior'}
+    {'occlusion_weight': 0.0, 'camera_init': 'prior'}
   """
   out = {}
-  fields = {f.name for f in dataclasses.fields(ModelConfig)}
+  defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
   for item in items:
     key, sep, text = item.partition("=")
     key = key.strip()
-    if not sep or key not in fields:
-      raise ValueError(f"model override {item!r}: expected 'key=value' with key one of {sorted(fields)}.")
+    if not sep or key not in defaults:
+      raise ValueError(f"model override {item!r}: expected 'key=value' with key one of {sorted(defaults)}.")
     try:
-      out[key] = ast.literal_eval(text.strip())
+      value = ast.literal_eval(text.strip())
     except (ValueError, SyntaxError):
-      out[key] = text.strip()
+      value = text.strip()
+    expected = type(defaults[key])
+    numeric = expected is float and type(value) is int
+    if not (isinstance(value, expected) or numeric) or (expected is int and isinstance(value, bool)):
+      raise ValueError(f"model override {item!r}: {key} expects a {expected.__name__} (like its default "
+                       f"{defaults[key]!r}); got {value!r}. Give one setting per item.")
+    out[key] = float(value) if numeric else value
   return out
 

@@ -20,7 +20,9 @@ Heads (REFERENCE.md section 1, without the peer's circular time convolution):
     cameras, with the head's point as ridge prior (model/triangulation.py).
   With `refine_layers`, a learned update then corrects the cameras from how the
     static points fit under them (`_refine`), and the static points are
-    triangulated again.
+    triangulated again. With `resection_steps`, parameter-free Gauss-Newton
+    steps fit each frame's camera to the static points (model/resection.py),
+    each followed by the triangulation.
 
 Shapes: b batch, t frames, n tracks, d width, k bases.
 """
@@ -37,6 +39,7 @@ from tracks4d.model.attention import TransformerLayer
 from tracks4d.model.camera_init import factorization_cameras
 from tracks4d.model.config import ModelConfig
 from tracks4d.model.outputs import RawOutputs, dynamic_fit, occlusion_order, static_projection, static_score
+from tracks4d.model.resection import resection_step
 from tracks4d.model.triangulation import triangulate_static
 
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
@@ -162,6 +165,13 @@ class Tracks4DNet(nnx.Module):
         static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
       if cfg.refine_layers:
         rot6d, centre = self._refine(x, rot6d, centre, log_focal, static, xy_norm, valid)
+        static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
+      sg = jax.lax.stop_gradient
+      for _ in range(cfg.resection_steps):
+        # Straight through: the step's change is a constant for the gradient.
+        new_rot6d, new_centre = resection_step(sg(rot6d), sg(centre), sg(log_focal), sg(static), xy_norm, valid,
+                                               1.0 / sg(gamma))
+        rot6d, centre = rot6d + sg(new_rot6d - rot6d), centre + sg(new_centre - centre)
         static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
       bases = bases.at[..., 0].set(static)
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,
