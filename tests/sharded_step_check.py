@@ -30,6 +30,7 @@ def main():
     # gradient to +-lr, amplifying harmless reduction-order differences).
     tx = optax.sgd(1e-2)
     graphdef, state = step_lib.init_state(model.create_model(settings.model, seed=0), tx)
+    p0 = jax.device_get(state.params)
     fn = step_lib.make_train_step(graphdef, tx, settings.loss, 2, settings.model.centre_prior, mesh)
     state = step_lib.replicate(state, mesh)
     sharded = step_lib.shard_batch(batch, mesh)
@@ -39,8 +40,17 @@ def main():
     results.append((jax.device_get(state.params), float(metrics["loss/total"])))
   (p1, l1), (p8, l8) = results
   np.testing.assert_allclose(l8, l1, rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), p1, p8)
-  print("SHARDED_STEP_OK", l1, l8)
+  # The two updates (parameters minus their start) agree to 1e-3 of each leaf's
+  # largest update: float32 sums in another order differ by more than 1e-6 on a
+  # few entries whose gradient goes through the triangulation's 3 x 3 solves.
+  worst = 0.0
+  for a, b, s in zip(jax.tree.leaves(p1), jax.tree.leaves(p8), jax.tree.leaves(p0)):
+    update = np.abs(np.asarray(a) - np.asarray(s)).max()
+    diff = np.abs(np.asarray(a) - np.asarray(b)).max()
+    assert diff <= 1e-3 * update + 1e-7, (diff, update, a.shape)
+    worst = max(worst, diff / max(update, 1e-12))
+  assert max(np.abs(np.asarray(a) - np.asarray(s)).max() for a, s in zip(jax.tree.leaves(p1), jax.tree.leaves(p0))) > 0
+  print("SHARDED_STEP_OK", l1, l8, "worst relative update difference", worst)
 
 
 if __name__ == "__main__":
