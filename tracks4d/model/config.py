@@ -229,7 +229,7 @@ def parse_overrides(items) -> dict:
       value = text.strip()
     expected = type(defaults[key])
     numeric = expected is float and type(value) is int
-    if not (isinstance(value, expected) or numeric) or (expected is int and isinstance(value, bool)):
+    if type(value) is not expected and not numeric:  # `type is`: a bool is not taken for an int.
       raise ValueError(f"model override {item!r}: {key} expects a {expected.__name__} (like its default "
                        f"{defaults[key]!r}); got {value!r}. Give one setting per item.")
     out[key] = float(value) if numeric else value

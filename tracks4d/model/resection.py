@@ -57,7 +57,6 @@ def resection_step(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, st
   focal = jnp.exp(log_focal)[..., None]  # (b, t, 1)
   cam = jnp.einsum("btji,btnj->btni", rot, static[:, None] - centre[:, :, None])  # R^T (X - c): (b, t, n, 3)
   x, y, z = cam[..., 0], cam[..., 1], cam[..., 2]
-  w = valid.astype(cam.dtype)
   median_z = jnp.nanmedian(jnp.where(valid, z, jnp.nan), axis=2, keepdims=True)
   median_z = jnp.where(jnp.isfinite(median_z), median_z, 1.0)
   usable = valid & (z > MIN_DEPTH_FRACTION * jnp.abs(median_z))
@@ -65,17 +64,17 @@ def resection_step(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, st
   proj = focal[..., None] * jnp.stack([x / zs, y / zs], -1)  # (b, t, n, 2)
   resid = (proj - xy_norm) * usable[..., None]
   cauchy = 1.0 / (1.0 + jnp.sum(resid ** 2, -1) / scale ** 2)
-  weight = usable * cauchy * track_weight[:, None, :] * w  # (b, t, n)
+  weight = usable * cauchy * track_weight[:, None, :]  # (b, t, n)
   zero = jnp.zeros_like(x)
   jp = (focal / zs)[..., None, None] * jnp.stack([jnp.stack([jnp.ones_like(x), zero, -x / zs], -1),
                                                  jnp.stack([zero, jnp.ones_like(x), -y / zs], -1)], -2)  # (b,t,n,2,3)
   d_rot = geometry.skew(cam)  # [X_cam]_x: (b, t, n, 3, 3)
   d_centre = -jnp.swapaxes(rot, -1, -2)[:, :, None]  # -R^T: (b, t, 1, 3, 3)
-  jac = jnp.concatenate([jp @ d_rot, jp @ jnp.broadcast_to(d_centre, d_rot.shape)], -1)  # (b, t, n, 2, 6)
+  jac = jnp.concatenate([jp @ d_rot, jp @ d_centre], -1)  # (b, t, n, 2, 6)
   normal = jnp.einsum("btn,btnri,btnrj->btij", weight, jac, jac)  # (b, t, 6, 6)
   grad = jnp.einsum("btn,btnri,btnr->bti", weight, jac, resid)  # (b, t, 6)
   diag = jnp.diagonal(normal, axis1=-2, axis2=-1)
-  damped = normal + jax.vmap(jax.vmap(jnp.diag))(DAMPING * diag + 1e-9)
+  damped = normal + (DAMPING * diag + 1e-9)[..., None] * jnp.eye(6, dtype=normal.dtype)
   delta = -jnp.linalg.solve(damped, grad[..., None])[..., 0]
   enough = (usable.sum(-1) >= 3)[..., None]  # A pose needs 3 points.
   delta = jnp.where(enough & jnp.isfinite(delta).all(-1, keepdims=True), delta, 0.0)
