@@ -108,3 +108,16 @@ def test_camera_ceiling_ground_truth_cameras_recover_a_static_scene():
   scores = camera_ceiling.ceiling_scores(model.create_model("tiny", seed=0), [orbit, still])
   assert set(scores) == {"model", "ground truth", "model + rigid BA"}
   assert all(len(v) == 2 and all(np.isfinite(v)) for v in scores.values())
+
+
+def test_object_only_clips_are_pooled_by_their_moving_objects():
+  """The pooled groups split the object-only clips by ClipInfo.moving_objects, which
+  counts the distinct moving surfaces that the tracks hit."""
+  groups = evaluate_script.eval_clips(num_per_family=0, num_frames=8, num_tracks=24, seed=7, object_only=8)
+  one, several = groups.get("object only, 1 object", []), groups.get("object only, 2-3 objects", [])
+  assert len(one) + len(several) == 8 and one and several
+  assert {id(c) for c in one + several} == {id(c) for c in groups["object only"]}
+  from tracks4d import synthetic
+  _, info = synthetic.generate_clip(synthetic.SyntheticConfig(num_frames=(8, 8)), 7, 0, family="static",
+                                    with_info=True)
+  assert info.moving_objects == 0

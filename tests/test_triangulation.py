@@ -100,3 +100,61 @@ def test_gamma_ref_option_builds_and_validates():
   batch = tracks_lib.batch_tracks([synthetic.generate_clip(CLEAN, seed=3, index=0)])
   out = model.forward_jit(net, jax.tree.map(jnp.asarray, batch))
   assert np.isfinite(np.asarray(out.raw.bases)).all()
+
+
+def _two_bodies(t=8, n1=12, n2=6, seed=0):
+  """Cameras that orbit body 1 (static points at depth ~6) and the tracks of a
+  second body that moves on its own (nearer, ~4): (rot6d, centre, xy, valid, pts1)."""
+  rng = np.random.default_rng(seed)
+  angles = np.linspace(-0.6, 0.6, t)
+  rot = np.stack([geometry.axis_angle_to_matrix(np.array([0.0, a, 0.0])) for a in angles])  # c2w
+  centre = np.einsum("tij,j->ti", rot, np.array([0.0, 0.0, -6.0]))  # looking at the origin from 6 units
+  pts1 = rng.uniform(-1.0, 1.0, (n1, 3))
+  pts2 = rng.uniform(-0.5, 0.5, (n2, 3)) + np.array([0.0, 0.0, -2.0])
+  pts2 = pts2[None] + np.linspace(-1.5, 1.5, t)[:, None, None] * np.array([1.0, 0.6, 0.0])  # (t, n2, 3)
+  world = np.concatenate([np.broadcast_to(pts1, (t, n1, 3)), pts2], 1)
+  cam = np.einsum("tji,tnj->tni", rot, world - centre[:, None])
+  xy = cam[..., :2] / cam[..., 2:]
+  rot6d = np.concatenate([rot[:, :, 0], rot[:, :, 1]], -1)
+  f32 = lambda a: jnp.asarray(a[None], jnp.float32)
+  return f32(rot6d), f32(centre), f32(xy), jnp.ones((1, t, n1 + n2), bool), pts1
+
+
+def test_fallback_keeps_the_tracks_that_fit_and_puts_the_others_at_the_typical_depth():
+  from tracks4d.model.outputs import static_projection
+  from tracks4d.model.triangulation import fallback_static
+
+  rot6d, centre, xy, valid, pts1 = _two_bodies()
+  n1, t = len(pts1), xy.shape[1]
+  log_focal = jnp.zeros((1, t))
+  plain = triangulate_static(rot6d, centre, log_focal, xy, valid, jnp.zeros((1, xy.shape[2], 3)), 1e-2)
+  out = fallback_static(rot6d, centre, log_focal, xy, valid, plain, jnp.zeros_like(plain), 1e-2, 1e-2)
+  _, depth_true = static_projection(rot6d, centre, log_focal, jnp.asarray(pts1[None], jnp.float32))
+  _, depth_plain = static_projection(rot6d, centre, log_focal, plain)
+  _, depth = static_projection(rot6d, centre, log_focal, out)
+  for d in (depth_plain, depth):  # Body 1 fits: triangulated, up to the ridge's pull.
+    assert np.abs(np.asarray(d)[0, :, :n1] / np.asarray(depth_true)[0] - 1.0).max() < 0.02
+  typical = float(np.exp(np.log(np.asarray(depth)[0, :, :n1]).mean()))
+  moved = np.asarray(depth)[0, :, n1:]
+  assert abs(typical - 6.0) < 0.3, typical
+  # The second body near that depth (a static point, off the rays that diverge as it moves), far from it before.
+  before = np.abs(np.asarray(depth_plain)[0, :, n1:] / typical - 1.0)
+  after = np.abs(moved / typical - 1.0)
+  assert before.min() > 0.3 and after.mean() < 0.55 * before.mean(), (before, after)
+
+
+def test_fallback_option_validates_and_ignores_padding():
+  from tracks4d import model
+
+  with pytest.raises(ValueError, match="fallback_residual: expected >= 0"):
+    model.model_config("tiny", camera_init="factorization", fallback_residual=-1.0)
+  with pytest.raises(ValueError, match="fallback_residual: only with camera_init='factorization'"):
+    model.model_config("tiny", fallback_residual=0.01)
+  net = model.create_model("tiny", seed=0, camera_init="factorization", fallback_residual=0.01)
+  clip = synthetic.generate_clip(CLEAN, seed=3, index=1, family="rigid", background=False)
+  one = model.forward_jit(net, jax.tree.map(jnp.asarray, tracks_lib.batch_tracks([clip])))
+  padded = model.forward_jit(net, jax.tree.map(jnp.asarray, tracks_lib.batch_tracks(
+      [clip], clip.num_frames + 3, clip.num_tracks + 5)))
+  n, t = clip.num_tracks, clip.num_frames
+  assert np.isfinite(np.asarray(one.depth)).all()
+  np.testing.assert_allclose(np.asarray(padded.depth)[:, :t, :n], np.asarray(one.depth), rtol=1e-4, atol=1e-4)

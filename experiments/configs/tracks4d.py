@@ -106,7 +106,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
                                        "occlusion_weight": model_config(arg).occlusion_weight,
                                        "start_score_weights": model_config(arg).start_score_weights,
                                        "refine_layers": model_config(arg).refine_layers,
-                                       "resection_steps": model_config(arg).resection_steps})
+                                       "resection_steps": model_config(arg).resection_steps,
+                                       "fallback_residual": model_config(arg).fallback_residual})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"

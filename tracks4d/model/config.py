@@ -98,6 +98,18 @@ class ModelConfig:
       the points again: resection-intersection, a cheap bundle adjustment. No
       parameters; the update passes gradients straight through to the cameras it
       starts from.
+    fallback_residual: with "factorization", in clips whose chosen start is a
+      factorisation (content explained by one rigid motion, no static
+      background), the static points are triangulated once more at the end
+      (model/triangulation.fallback_static): a track whose rms reprojection
+      error is rho gets its ridge grown by 1 + (rho / fallback_residual)^2,
+      towards the network's point or a point at the clip's typical depth on its
+      rays, whichever reprojects better. Another object's tracks, which one
+      rigid fit cannot explain, then get about constant depth instead of an
+      arbitrary one. Normalised image units; 0 (default): off. No parameters.
+      Off in the shipped model: it helps clips with no static background and
+      hurts background scenes that also start from a factorisation
+      (BENCHMARKS.md).
   """
 
   dim: int = 128
@@ -122,6 +134,7 @@ class ModelConfig:
   start_score_weights: tuple[float, float] = (0.0, 0.0)
   refine_layers: int = 0
   resection_steps: int = 0
+  fallback_residual: float = 0.0
 
   def __post_init__(self):
     # JSON and ml_collections give lists; keep the config hashable (jit caches on it).
@@ -144,6 +157,8 @@ class ModelConfig:
     if self.resection_steps and not self.triangulate_static:
       raise ValueError("ModelConfig.resection_steps: only with triangulate_static=True (the cameras are fitted to "
                        "the triangulated static points).")
+    if not self.fallback_residual >= 0:
+      raise ValueError(f"ModelConfig.fallback_residual: expected >= 0 (0: off); got {self.fallback_residual}.")
     if self.attention not in ATTENTION_IMPLS:
       raise ValueError(f"ModelConfig.attention: expected one of {ATTENTION_IMPLS}; got {self.attention!r}.")
     if self.dtype not in ("float32", "bfloat16"):
@@ -161,6 +176,7 @@ class ModelConfig:
                        f"got {self.start_score_weights}.")
     # Settings of the choice among camera starts: they need the factorisation's starts.
     for field, on in (("uncorrected_starts", self.uncorrected_starts), ("occlusion_weight", self.occlusion_weight > 0),
+                      ("fallback_residual", self.fallback_residual > 0),
                       ("start_score_weights", any(self.start_score_weights))):
       if on and self.camera_init != "factorization":
         raise ValueError(f"ModelConfig.{field}: only with camera_init='factorization' (the starts it scores); "

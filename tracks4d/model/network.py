@@ -22,7 +22,9 @@ Heads (REFERENCE.md section 1, without the peer's circular time convolution):
     static points fit under them (`_refine`), and the static points are
     triangulated again. With `resection_steps`, parameter-free Gauss-Newton
     steps fit each frame's camera to the static points (model/resection.py),
-    each followed by the triangulation.
+    each followed by the triangulation. With `fallback_residual`, in clips that
+    start from a factorisation, the tracks whose static points do not fit are
+    then pulled to the clip's typical depth (triangulation.fallback_static).
 
 Shapes: b batch, t frames, n tracks, d width, k bases.
 """
@@ -40,7 +42,7 @@ from tracks4d.model.camera_init import factorization_cameras
 from tracks4d.model.config import ModelConfig
 from tracks4d.model.outputs import RawOutputs, dynamic_fit, occlusion_order, static_projection, static_score
 from tracks4d.model.resection import resection_step
-from tracks4d.model.triangulation import triangulate_static
+from tracks4d.model.triangulation import fallback_static, triangulate_static
 
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # Bound of the difference in occlusion-order evidence between two mirrors that
@@ -155,9 +157,10 @@ class Tracks4DNet(nnx.Module):
     if cfg.triangulation_gamma_ref > 0:
       ridge = ridge * (1.0 + (jax.lax.stop_gradient(gamma) / cfg.triangulation_gamma_ref) ** 2)
     static = None  # The triangulated static points, when the choice of start already made them.
+    factorised = None  # (b,) bool: the clip's chosen start is a factorisation's.
     if cfg.camera_init == "factorization":
-      rot6d, centre, static = self._choose_start(rot6d, centre, log_focal, bases, coeff, gamma, ridge, xy_norm,
-                                                 valid, frame_mask, real)
+      rot6d, centre, static, factorised = self._choose_start(rot6d, centre, log_focal, bases, coeff, gamma, ridge,
+                                                             xy_norm, valid, frame_mask, real)
     prior_static = None
     if cfg.triangulate_static:
       prior_static = bases[..., 0]
@@ -173,6 +176,10 @@ class Tracks4DNet(nnx.Module):
                                                1.0 / sg(gamma))
         rot6d, centre = rot6d + sg(new_rot6d - rot6d), centre + sg(new_centre - centre)
         static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
+      if cfg.fallback_residual > 0:
+        fallback = fallback_static(rot6d, centre, log_focal, xy_norm, valid, static, bases[..., 0], ridge,
+                                   cfg.fallback_residual)
+        static = jnp.where(factorised[:, None, None], fallback, static)
       bases = bases.at[..., 0].set(static)
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,
                       prior_static=prior_static)
@@ -215,7 +222,8 @@ class Tracks4DNet(nnx.Module):
   def _choose_start(self, rot6d, centre, log_focal, bases, coeff, gamma, ridge, xy_norm, valid, frame_mask, real):
     """Per clip, the head's cameras from the prior start or on top of the factorisation's.
 
-    Returns (rot6d, centre, static points triangulated under them, (b, n, 3)).
+    Returns (rot6d, centre, static points triangulated under them (b, n, 3),
+    (b,) bool: the chosen start is a factorisation's, not the prior).
 
     Three candidates get the head's per-frame correction (rotation R_head, centre
     offset): the prior start (R_head, prior + offset) and each mirror of the
@@ -295,4 +303,4 @@ class Tracks4DNet(nnx.Module):
     centre = jnp.where(corrected, centre, prior)
     rot6d, centre = apply(pick(init_rot), pick(init_centre), rot6d, centre)
     static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, own_static, ridge)
-    return rot6d, centre, static
+    return rot6d, centre, static, best % 3 != 0  # Starts in each group: prior, mirror 1, mirror 2.

@@ -63,3 +63,67 @@ def triangulate_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array
   lam = jnp.asarray(ridge, normal.dtype) * jnp.trace(normal, axis1=-2, axis2=-1) / 3.0 + 1e-8  # (b, n)
   system = normal + lam[..., None, None] * jnp.eye(3, dtype=normal.dtype)
   return origin + jnp.linalg.solve(system, (rhs + lam[..., None] * (prior - origin))[..., None])[..., 0]
+
+
+def _fit(rot: jax.Array, centre: jax.Array, focal: jax.Array, points: jax.Array, xy_norm: jax.Array,
+         w: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """(rms reprojection error (b, n) over the entries weighted by w, camera depths (b, t, n)) of static points."""
+  cam = jnp.einsum("btji,btnj->btni", rot, points[:, None] - centre[:, :, None])  # (b, t, n, 3)
+  z = cam[..., 2]
+  xy = focal * cam[..., :2] / jnp.maximum(z, 1e-6)[..., None]
+  rms = jnp.sqrt((((xy - xy_norm) ** 2).sum(-1) * w).sum(1) / jnp.maximum(w.sum(1), 1.0))
+  return rms, z
+
+
+def fallback_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, xy_norm: jax.Array,
+                    valid: jax.Array, static: jax.Array, prior: jax.Array, ridge: float,
+                    scale: float) -> jax.Array:
+  """Static points again, with the tracks the rigid fit leaves unexplained pulled to a typical depth.
+
+  Under cameras fitted to one rigid body (a rigid factorisation of content with no
+  static background), the tracks of another body, or of a limb that moves on its own,
+  triangulate to points that explain nothing and whose depth can be anywhere. Here
+  each track j is triangulated again with its ridge grown to ridge * (1 + (rho_j /
+  scale)^2), rho_j the rms reprojection error of its point in `static` (normalised
+  units), towards whichever of two points reprojects better: the network's `prior`,
+  or the mean over its valid frames of the point at depth z_ref on its viewing ray
+  (log z_ref: the mean log depth of the valid entries of `static`, weighted by 1 /
+  (1 + (rho_j / scale)^2), the tracks that fit). A track that fits (rho_j << scale)
+  keeps about its least-squares point; one that does not goes to its prior: the
+  network's where that explains the track (a scene whose background the network
+  reads), else constant depth, the trivial baseline, which such tracks cannot be
+  reconstructed better than without a motion model. The network predicts its
+  points for the prior start's cameras, so under a factorisation's they often fit
+  worse than constant depth. All weights and choices are under stop-gradient.
+
+  Args:
+    rot6d, centre, log_focal, xy_norm, valid: as in `triangulate_static`.
+    static: (b, n, 3) the points triangulated under these cameras.
+    prior: (b, n, 3) the network's points (the first triangulation's ridge prior).
+    ridge: the triangulation's relative ridge weight: a float, or (b, n).
+    scale: residual scale (> 0), normalised image units.
+
+  Returns:
+    (b, n, 3) static points, world frame.
+
+  Example:
+    >>> pts = fallback_static(rot6d, centre, lf, xy, valid, pts, raw.bases[..., 0], 1e-2, 1e-2)
+  """
+  sg = jax.lax.stop_gradient
+  rot = geometry.rot6d_to_matrix(rot6d)  # (b, t, 3, 3)
+  focal = jnp.exp(log_focal)[..., None, None]  # (b, t, 1, 1)
+  w = valid.astype(xy_norm.dtype)
+  count = w.sum(1)  # (b, n)
+  rho, z = (sg(x) for x in _fit(rot, centre, focal, static, xy_norm, w))
+  misfit = (rho / scale) ** 2
+  fit_w = w / (1.0 + misfit[:, None])  # (b, t, n)
+  log_z = jnp.log(jnp.maximum(z, 1e-3))
+  z_ref = jnp.exp((log_z * fit_w).sum((1, 2)) / jnp.maximum(fit_w.sum((1, 2)), 1e-6))  # (b,)
+  ray = jnp.concatenate([xy_norm / focal, jnp.ones_like(xy_norm[..., :1])], -1)  # (b, t, n, 3), camera frame
+  on_ray = centre[:, :, None] + z_ref[:, None, None, None] * jnp.einsum("btij,btnj->btni", rot, ray)
+  typical = jnp.einsum("btn,btnj->bnj", w, on_ray) / jnp.maximum(count, 1.0)[..., None]  # (b, n, 3)
+  rho_typical, _ = _fit(rot, centre, focal, typical, xy_norm, w)
+  rho_prior, _ = _fit(rot, centre, focal, prior, xy_norm, w)
+  use_typical = sg((rho_typical < rho_prior) & (count > 0))[..., None]
+  target = jnp.where(use_typical, sg(typical), prior)
+  return triangulate_static(rot6d, centre, log_focal, xy_norm, valid, target, ridge * (1.0 + misfit))

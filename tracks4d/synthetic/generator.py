@@ -132,6 +132,7 @@ class ClipInfo:
   seed: int
   index: int
   background: bool = True
+  moving_objects: int = 0  # Independently moving objects (bodies, chains) that the clip's tracks see.
 
 
 # Third seed words of the object-only draw and of scene redraws: streams apart from `clip_rng`'s.
@@ -212,7 +213,10 @@ def generate_clip(cfg: SyntheticConfig, seed: int, index: int, family: str | Non
   tracks = Tracks.create(xy, vis, image_hw=scene.image_hw, intrinsics=scene.intrinsics,
                          query_frame=query_frame, gt=gt, name=f"synthetic[seed={seed}, index={index}]")
   if with_info:
-    return tracks, ClipInfo(family=family, camera=camera, seed=int(seed), index=int(index), background=background)
+    tracked = pts.surface_id[point_index]
+    moving = len(np.unique(tracked[pts.dynamic[point_index]]))
+    return tracks, ClipInfo(family=family, camera=camera, seed=int(seed), index=int(index), background=background,
+                            moving_objects=moving)
   return tracks
 
 
