@@ -26,8 +26,8 @@ and `no parallax` (pan, static camera: no geometric method can recover depth, so
 constant depth is the ceiling there; no optimisation rows: the clips are the
 families'); `object only` (`--object_only_clips` clips of the dynamic families in
 turn, without room or clutter: no static point, as in CMU-mocap), pooled again by
-how many independently moving objects their tracks see (`object only, 1 object` and
-`object only, 2-3 objects`; an articulated chain or a body is one object; no
+how many independently moving objects their tracks see (`object only (1 object)` and
+`object only (2-3 objects)`; an articulated chain or a body is one object; no
 optimisation rows, as for the camera-motion groups); and the CMU-mocap
 sequences (projected with a perspective camera that follows the file's rotating
 virtual camera; skipped with a message when ../shared/data/nrsfm is absent),
@@ -78,7 +78,7 @@ from tracks4d.training import checkpoint, data, evaluate, finetune
 
 
 NO_PARALLAX_CAMERAS = ("pan", "static")
-POOLED_GROUPS = ("parallax", "no parallax", "object only, 1 object", "object only, 2-3 objects")
+POOLED_GROUPS = ("parallax", "no parallax", "object only (1 object)", "object only (2-3 objects)")
 METRICS = ("abs_rel", "abs_rel_median", "delta_1", "abs_rel_dyn", "abs_rel_clip_scale", "ate_rel", "rpe_rot_deg")
 
 
@@ -139,7 +139,7 @@ def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
       clip, info = synthetic.generate_clip(gen, seed, OBJECT_ONLY_INDEX + i, family=dynamic[i % len(dynamic)],
                                            background=False, with_info=True)
       groups["object only"].append(data.subsample_clip(clip, np.random.default_rng([seed, OBJECT_ONLY_INDEX + i]), sub))
-      name = "object only, 1 object" if info.moving_objects <= 1 else "object only, 2-3 objects"
+      name = "object only (1 object)" if info.moving_objects <= 1 else "object only (2-3 objects)"
       by_objects.setdefault(name, []).append(groups["object only"][-1])
     groups.update(sorted(by_objects.items()))
   mocap = mocap_windows(num_frames, mocap_windows_per_sequence, mocap_sequences)

@@ -114,7 +114,7 @@ def test_object_only_clips_are_pooled_by_their_moving_objects():
   """The pooled groups split the object-only clips by ClipInfo.moving_objects, which
   counts the distinct moving surfaces that the tracks hit."""
   groups = evaluate_script.eval_clips(num_per_family=0, num_frames=8, num_tracks=24, seed=7, object_only=8)
-  one, several = groups.get("object only, 1 object", []), groups.get("object only, 2-3 objects", [])
+  one, several = groups.get("object only (1 object)", []), groups.get("object only (2-3 objects)", [])
   assert len(one) + len(several) == 8 and one and several
   assert {id(c) for c in one + several} == {id(c) for c in groups["object only"]}
   from tracks4d import synthetic
