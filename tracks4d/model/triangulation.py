@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tracks4d import geometry
+from tracks4d.model.outputs import static_projection
 
 
 def triangulate_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, xy_norm: jax.Array,
@@ -65,15 +66,10 @@ def triangulate_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array
   return origin + jnp.linalg.solve(system, (rhs + lam[..., None] * (prior - origin))[..., None])[..., 0]
 
 
-def _fit(rot: jax.Array, centre: jax.Array, focal: jax.Array, points: jax.Array, xy_norm: jax.Array,
-         w: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(rms reprojection error (b, n) over the entries weighted by w, camera depths (b, t, n)) of static points."""
-  cam = jnp.einsum("btji,btnj->btni", rot, points[:, None] - centre[:, :, None])  # (b, t, n, 3)
-  z = cam[..., 2]
-  xy = focal * cam[..., :2] / jnp.maximum(z, 1e-6)[..., None]
-  rms = jnp.sqrt((((xy - xy_norm) ** 2).sum(-1) * w).sum(1) / jnp.maximum(w.sum(1), 1.0))
-  return rms, z
 
+def _rms_error(xy: jax.Array, xy_norm: jax.Array, w: jax.Array) -> jax.Array:
+  """(b, n) rms over frames of the reprojection error, entries weighted by w (b, t, n)."""
+  return jnp.sqrt((((xy - xy_norm) ** 2).sum(-1) * w).sum(1) / jnp.maximum(w.sum(1), 1.0))
 
 def fallback_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, xy_norm: jax.Array,
                     valid: jax.Array, static: jax.Array, prior: jax.Array, ridge: float,
@@ -114,7 +110,8 @@ def fallback_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, x
   focal = jnp.exp(log_focal)[..., None, None]  # (b, t, 1, 1)
   w = valid.astype(xy_norm.dtype)
   count = w.sum(1)  # (b, n)
-  rho, z = (sg(x) for x in _fit(rot, centre, focal, static, xy_norm, w))
+  xy, z = (sg(x) for x in static_projection(rot6d, centre, log_focal, static))
+  rho = _rms_error(xy, xy_norm, w)
   misfit = (rho / scale) ** 2
   fit_w = w / (1.0 + misfit[:, None])  # (b, t, n)
   log_z = jnp.log(jnp.maximum(z, 1e-3))
@@ -122,8 +119,8 @@ def fallback_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, x
   ray = jnp.concatenate([xy_norm / focal, jnp.ones_like(xy_norm[..., :1])], -1)  # (b, t, n, 3), camera frame
   on_ray = centre[:, :, None] + z_ref[:, None, None, None] * jnp.einsum("btij,btnj->btni", rot, ray)
   typical = jnp.einsum("btn,btnj->bnj", w, on_ray) / jnp.maximum(count, 1.0)[..., None]  # (b, n, 3)
-  rho_typical, _ = _fit(rot, centre, focal, typical, xy_norm, w)
-  rho_prior, _ = _fit(rot, centre, focal, prior, xy_norm, w)
+  rho_typical = _rms_error(static_projection(rot6d, centre, log_focal, typical)[0], xy_norm, w)
+  rho_prior = _rms_error(static_projection(rot6d, centre, log_focal, prior)[0], xy_norm, w)
   use_typical = sg((rho_typical < rho_prior) & (count > 0))[..., None]
   target = jnp.where(use_typical, sg(typical), prior)
   return triangulate_static(rot6d, centre, log_focal, xy_norm, valid, target, ridge * (1.0 + misfit))
