@@ -55,8 +55,8 @@ CMU-mocap only (`--groups` keeps the named groups):
   python -m experiments.evaluate --model=tracks4d/pretrained/small --out=runs/eval_cmu \
       --groups=nrsfm-mocap --opt_clips=0
 
-Writes results.json (every score's mean per group and method, and each clip's AbsRel in
-the order of the group's clips) and results.md to --out and prints the table
+Writes results.json (every score's mean per group and method, each clip's AbsRel in
+the order of the group's clips, and the machine and library versions: `environment`) and results.md to --out and prints the table
 (`abs_rel_median`: the median over clips, which a few failed clips move less than the mean).
 """
 
@@ -64,6 +64,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import platform
 import time
 from pathlib import Path
 
@@ -108,6 +109,28 @@ def mocap_windows(num_frames: int, windows: int, sequences: tuple[str, ...] = ()
     starts = np.unique(np.round(np.linspace(0, seq.num_frames - length, windows)).astype(int))
     clips += [mocap_mat.mocap_to_tracks(seq, num_frames=length, start=int(s)) for s in starts]
   return clips
+
+
+def environment() -> dict[str, str]:
+  """The machine and library versions a results.json was made with.
+
+  The synthetic clips and the network run in float32 on XLA's CPU backend, whose
+  code depends on the host's instruction set, and a few discrete choices (which
+  tracks are hidden, which camera start wins) amplify last-bit differences: the
+  same command gives the same numbers on the same kind of machine, and numbers a
+  few thousandths apart on another."""
+  import jax
+  import flax
+  cpu = platform.processor() or platform.machine()
+  try:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+  except OSError:
+    pass
+  return {"cpu": cpu, "jax": jax.__version__, "flax": flax.__version__, "numpy": np.__version__,
+          "python": platform.python_version(), "devices": ", ".join(str(d) for d in jax.devices())}
 
 
 def eval_clips(num_per_family: int, num_frames: int, num_tracks: int, seed: int,
@@ -267,7 +290,8 @@ def main(argv):
                                                    "camera_paths", "orbit_deg", "object_only_clips", "ttft_steps",
                                                    "ttft_lr", "groups", "override", "mocap_windows",
                                                    "mocap_sequences")}
-  (out / "results.json").write_text(json.dumps({"settings": settings, "results": results}, indent=1))
+  (out / "results.json").write_text(json.dumps({"settings": settings, "environment": environment(),
+                                                "results": results}, indent=1))
   table = markdown(results)
   (out / "results.md").write_text(table + "\n")
   print(table)

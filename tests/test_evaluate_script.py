@@ -121,3 +121,10 @@ def test_object_only_clips_are_pooled_by_their_moving_objects():
   _, info = synthetic.generate_clip(synthetic.SyntheticConfig(num_frames=(8, 8)), 7, 0, family="static",
                                     with_info=True)
   assert info.moving_objects == 0
+
+
+def test_environment_names_the_machine_and_versions():
+  env = evaluate_script.environment()
+  assert set(env) == {"cpu", "jax", "flax", "numpy", "python", "devices"}
+  assert env["jax"] == jax.__version__ and env["numpy"] == np.__version__
+  assert all(isinstance(v, str) and v for v in env.values()), env

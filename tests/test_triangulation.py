@@ -143,6 +143,39 @@ def test_fallback_keeps_the_tracks_that_fit_and_puts_the_others_at_the_typical_d
   assert before.min() > 0.3 and after.mean() < 0.55 * before.mean(), (before, after)
 
 
+def test_relative_fallback_scale_spares_a_clip_whose_tracks_all_fit_roughly():
+  from tracks4d.model.outputs import static_projection
+  from tracks4d.model.triangulation import fallback_static
+
+  rot6d, centre, xy, valid, pts1 = _two_bodies()
+  n1, t = len(pts1), xy.shape[1]
+  log_focal = jnp.zeros((1, t))
+  depth_of = lambda pts: np.asarray(static_projection(rot6d, centre, log_focal, pts)[1])[0]
+  # Two bodies: body 1 fits, so the clip's scale stays at the floor and body 2 is still pulled.
+  plain = triangulate_static(rot6d, centre, log_focal, xy, valid, jnp.zeros((1, xy.shape[2], 3)), 1e-2)
+  rel = fallback_static(rot6d, centre, log_focal, xy, valid, plain, jnp.zeros_like(plain), 1e-2, 1e-2, relative=2.0)
+  typical = float(np.exp(np.log(depth_of(rel)[:, :n1]).mean()))
+  before = np.abs(depth_of(plain)[:, n1:] / typical - 1.0)
+  after = np.abs(depth_of(rel)[:, n1:] / typical - 1.0)
+  assert after.mean() < 0.55 * before.mean(), (before, after)
+  # Body 1 alone, every track noisy (rms 0.02 > the floor 0.005): the absolute scale pulls them all
+  # off their points, the clip-relative one keeps them.
+  noisy = xy[:, :, :n1] + 0.02 * jax.random.normal(jax.random.key(0), xy[:, :, :n1].shape)
+  v1 = valid[:, :, :n1]
+  plain1 = triangulate_static(rot6d, centre, log_focal, noisy, v1, jnp.zeros((1, n1, 3)), 1e-2)
+  prior = jnp.zeros_like(plain1)
+  moved = {}
+  for relative in (0.0, 2.0):
+    out = fallback_static(rot6d, centre, log_focal, noisy, v1, plain1, prior, 1e-2, 5e-3, relative=relative)
+    moved[relative] = float(np.abs(depth_of(out) / depth_of(plain1) - 1.0).mean())
+  assert moved[2.0] < 0.3 * moved[0.0], moved
+  from tracks4d import model
+  with pytest.raises(ValueError, match="fallback_relative: only with fallback_residual"):
+    model.model_config("tiny", camera_init="factorization", fallback_relative=2.0)
+  with pytest.raises(ValueError, match="fallback_relative: expected >= 0"):
+    model.model_config("tiny", camera_init="factorization", fallback_residual=0.01, fallback_relative=-1.0)
+
+
 def test_fallback_option_validates_and_ignores_padding():
   from tracks4d import model
 

@@ -110,6 +110,11 @@ class ModelConfig:
       Off in the shipped model: it helps clips with no static background and
       hurts background scenes that also start from a factorisation
       (BENCHMARKS.md).
+    fallback_relative: with fallback_residual, the residual scale set per clip
+      to the larger of fallback_residual and this multiple of a low quantile
+      (triangulation.FALLBACK_QUANTILE) of the clip's rms residuals, so clips
+      whose tracks all fit roughly (a deforming body, a background scene fitted
+      by a factorisation) keep their points; 0 (default): the absolute scale.
   """
 
   dim: int = 128
@@ -135,6 +140,7 @@ class ModelConfig:
   refine_layers: int = 0
   resection_steps: int = 0
   fallback_residual: float = 0.0
+  fallback_relative: float = 0.0
 
   def __post_init__(self):
     # JSON and ml_collections give lists; keep the config hashable (jit caches on it).
@@ -159,6 +165,11 @@ class ModelConfig:
                        "the triangulated static points).")
     if not self.fallback_residual >= 0:
       raise ValueError(f"ModelConfig.fallback_residual: expected >= 0 (0: off); got {self.fallback_residual}.")
+    if not self.fallback_relative >= 0:
+      raise ValueError(f"ModelConfig.fallback_relative: expected >= 0 (0: off); got {self.fallback_relative}.")
+    if self.fallback_relative > 0 and not self.fallback_residual > 0:
+      raise ValueError("ModelConfig.fallback_relative: only with fallback_residual > 0 (its floor); got "
+                       f"fallback_residual={self.fallback_residual}.")
     if self.attention not in ATTENTION_IMPLS:
       raise ValueError(f"ModelConfig.attention: expected one of {ATTENTION_IMPLS}; got {self.attention!r}.")
     if self.dtype not in ("float32", "bfloat16"):

@@ -178,7 +178,7 @@ class Tracks4DNet(nnx.Module):
         static = triangulate_static(rot6d, centre, log_focal, xy_norm, valid, bases[..., 0], ridge)
       if cfg.fallback_residual > 0:
         fallback = fallback_static(rot6d, centre, log_focal, xy_norm, valid, static, bases[..., 0], ridge,
-                                   cfg.fallback_residual)
+                                   cfg.fallback_residual, cfg.fallback_relative)
         static = jnp.where(factorised[:, None, None], fallback, static)
       bases = bases.at[..., 0].set(static)
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,

@@ -71,9 +71,14 @@ def _rms_error(xy: jax.Array, xy_norm: jax.Array, w: jax.Array) -> jax.Array:
   """(b, n) rms over frames of the reprojection error, entries weighted by w (b, t, n)."""
   return jnp.sqrt((((xy - xy_norm) ** 2).sum(-1) * w).sum(1) / jnp.maximum(w.sum(1), 1.0))
 
+# Quantile of the tracks' rms residuals that a clip-relative fallback scale is a
+# multiple of (`fallback_static`'s `relative`): a low one, set by the tracks the fit explains.
+FALLBACK_QUANTILE = 0.25
+
+
 def fallback_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, xy_norm: jax.Array,
                     valid: jax.Array, static: jax.Array, prior: jax.Array, ridge: float,
-                    scale: float) -> jax.Array:
+                    scale: float, relative: float = 0.0) -> jax.Array:
   """Static points again, with the tracks the rigid fit leaves unexplained pulled to a typical depth.
 
   Under cameras fitted to one rigid body (a rigid factorisation of content with no
@@ -92,12 +97,20 @@ def fallback_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, x
   points for the prior start's cameras, so under a factorisation's they often fit
   worse than constant depth. All weights and choices are under stop-gradient.
 
+  With `relative` > 0 the scale is set per clip, to the larger of `scale` and
+  `relative` times the FALLBACK_QUANTILE quantile of the clip's rho_j: in a clip
+  whose tracks all fit the rigid cameras only roughly (a background scene that
+  starts from a factorisation, a deforming body) no track is singled out, while
+  in a clip where most tracks fit and another body's do not, those are.
+
   Args:
     rot6d, centre, log_focal, xy_norm, valid: as in `triangulate_static`.
     static: (b, n, 3) the points triangulated under these cameras.
     prior: (b, n, 3) the network's points (the first triangulation's ridge prior).
     ridge: the triangulation's relative ridge weight: a float, or (b, n).
-    scale: residual scale (> 0), normalised image units.
+    scale: residual scale (> 0), normalised image units; with `relative`, its floor.
+    relative: 0, or the clip's scale as a multiple of its tracks' FALLBACK_QUANTILE
+      rms residual.
 
   Returns:
     (b, n, 3) static points, world frame.
@@ -112,7 +125,12 @@ def fallback_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, x
   count = w.sum(1)  # (b, n)
   xy, z = (sg(x) for x in static_projection(rot6d, centre, log_focal, static))
   rho = _rms_error(xy, xy_norm, w)
-  misfit = (rho / scale) ** 2
+  scale = jnp.full(rho.shape[:1], scale, rho.dtype)  # (b,)
+  if relative > 0:
+    seen = jnp.where(count > 0, rho, jnp.nan)
+    typical_rho = jnp.nanquantile(seen, FALLBACK_QUANTILE, axis=1)
+    scale = jnp.maximum(scale, relative * jnp.where(jnp.isfinite(typical_rho), typical_rho, 0.0))
+  misfit = (rho / scale[:, None]) ** 2
   fit_w = w / (1.0 + misfit[:, None])  # (b, t, n)
   log_z = jnp.log(jnp.maximum(z, 1e-3))
   z_ref = jnp.exp((log_z * fit_w).sum((1, 2)) / jnp.maximum(fit_w.sum((1, 2)), 1e-6))  # (b,)
