@@ -56,7 +56,8 @@ CMU-mocap only (`--groups` keeps the named groups):
       --groups=nrsfm-mocap --opt_clips=0
 
 Writes results.json (every score's mean per group and method, each clip's AbsRel in
-the order of the group's clips, and the machine and library versions: `environment`) and results.md to --out and prints the table
+the order of the group's clips, and the machine and library versions: `environment`)
+and results.md to --out and prints the table
 (`abs_rel_median`: the median over clips, which a few failed clips move less than the mean).
 """
 
