@@ -70,6 +70,8 @@ import time
 from pathlib import Path
 
 from absl import app, flags
+import flax
+import jax
 import numpy as np
 
 from tracks4d import model as model_lib
@@ -120,8 +122,6 @@ def environment() -> dict[str, str]:
   tracks are hidden, which camera start wins) amplify last-bit differences: the
   same command gives the same numbers on the same kind of machine, and numbers a
   few thousandths apart on another."""
-  import jax
-  import flax
   cpu = platform.processor() or platform.machine()
   try:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
