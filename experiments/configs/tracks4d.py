@@ -108,7 +108,8 @@ def get_config(arg: str = "small") -> ml_collections.ConfigDict:
                                        "refine_layers": model_config(arg).refine_layers,
                                        "resection_steps": model_config(arg).resection_steps,
                                        "fallback_residual": model_config(arg).fallback_residual,
-                                       "fallback_relative": model_config(arg).fallback_relative})
+                                       "fallback_relative": model_config(arg).fallback_relative,
+                                       "fallback_second_body": model_config(arg).fallback_second_body})
   c.data = ml_collections.ConfigDict({
       "source": "synthetic",  # or "dataset"
       "dataset": "",  # folder or kvstore URL when source == "dataset"

@@ -115,6 +115,12 @@ class ModelConfig:
       (triangulation.FALLBACK_QUANTILE) of the clip's rms residuals, so clips
       whose tracks all fit roughly (a deforming body, a background scene fitted
       by a factorisation) keep their points; 0 (default): the absolute scale.
+    fallback_second_body: with fallback_residual, the fallback only in clips
+      where the tracks the cameras explain worst move as a rigid body of their
+      own (triangulation.second_body: a factorisation of those tracks alone
+      explains them much better), a second object; not in clips whose tracks
+      all fit the clip's motion roughly. False (default): wherever the chosen
+      start is a factorisation. No parameters.
   """
 
   dim: int = 128
@@ -141,6 +147,7 @@ class ModelConfig:
   resection_steps: int = 0
   fallback_residual: float = 0.0
   fallback_relative: float = 0.0
+  fallback_second_body: bool = False
 
   def __post_init__(self):
     # JSON and ml_collections give lists; keep the config hashable (jit caches on it).
@@ -167,6 +174,9 @@ class ModelConfig:
       raise ValueError(f"ModelConfig.fallback_residual: expected >= 0 (0: off); got {self.fallback_residual}.")
     if not self.fallback_relative >= 0:
       raise ValueError(f"ModelConfig.fallback_relative: expected >= 0 (0: off); got {self.fallback_relative}.")
+    if self.fallback_second_body and not self.fallback_residual > 0:
+      raise ValueError("ModelConfig.fallback_second_body: only with fallback_residual > 0 (the fallback it "
+                       f"gates); got fallback_residual={self.fallback_residual}.")
     if self.fallback_relative > 0 and not self.fallback_residual > 0:
       raise ValueError("ModelConfig.fallback_relative: only with fallback_residual > 0 (its floor); got "
                        f"fallback_residual={self.fallback_residual}.")

@@ -42,7 +42,7 @@ from tracks4d.model.camera_init import factorization_cameras
 from tracks4d.model.config import ModelConfig
 from tracks4d.model.outputs import RawOutputs, dynamic_fit, occlusion_order, static_projection, static_score
 from tracks4d.model.resection import resection_step
-from tracks4d.model.triangulation import fallback_static, triangulate_static
+from tracks4d.model.triangulation import fallback_static, second_body, triangulate_static
 
 _IDENTITY_6D = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 # Bound of the difference in occlusion-order evidence between two mirrors that
@@ -179,6 +179,9 @@ class Tracks4DNet(nnx.Module):
       if cfg.fallback_residual > 0:
         fallback = fallback_static(rot6d, centre, log_focal, xy_norm, valid, static, bases[..., 0], ridge,
                                    cfg.fallback_residual, cfg.fallback_relative)
+        if cfg.fallback_second_body:  # Only where the unexplained tracks move as a body of their own.
+          factorised = factorised & second_body(rot6d, centre, log_focal, xy_norm, valid, frame_mask, static,
+                                                bases[..., 0], ridge, cfg.centre_prior)
         static = jnp.where(factorised[:, None, None], fallback, static)
       bases = bases.at[..., 0].set(static)
     return RawOutputs(rot6d=rot6d, centre=centre, log_focal=log_focal, coeff=coeff, bases=bases, gamma=gamma,

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from tracks4d import geometry
+from tracks4d.model.camera_init import factorization_cameras
 from tracks4d.model.outputs import static_projection
 
 
@@ -74,6 +75,13 @@ def _rms_error(xy: jax.Array, xy_norm: jax.Array, w: jax.Array) -> jax.Array:
 # Quantile of the tracks' rms residuals that a clip-relative fallback scale is a
 # multiple of (`fallback_static`'s `relative`): a low one, set by the tracks the fit explains.
 FALLBACK_QUANTILE = 0.25
+# `second_body`: the tracks fitted worse than this multiple of the clip's median rms residual are
+# the candidates for a second body; it is one when a rigid factorisation of those tracks alone
+# brings their median residual under SECOND_BODY_GAIN times what the clip's cameras leave, and
+# there are at least SECOND_BODY_MIN_TRACKS of them.
+SECOND_BODY_RESIDUAL = 2.0
+SECOND_BODY_GAIN = 0.7
+SECOND_BODY_MIN_TRACKS = 8
 
 
 def fallback_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, xy_norm: jax.Array,
@@ -142,3 +150,44 @@ def fallback_static(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, x
   use_typical = sg((rho_typical < rho_prior) & (count > 0))[..., None]
   target = jnp.where(use_typical, sg(typical), prior)
   return triangulate_static(rot6d, centre, log_focal, xy_norm, valid, target, ridge * (1.0 + misfit))
+
+
+def second_body(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, xy_norm: jax.Array, valid: jax.Array,
+                frame_mask: jax.Array, static: jax.Array, prior: jax.Array, ridge, centre_prior) -> jax.Array:
+  """Whether the tracks the clip's cameras explain worst move as a rigid body of their own.
+
+  The candidates are the tracks whose rms reprojection error under these cameras
+  is above SECOND_BODY_RESIDUAL times the clip's median. They are factorised
+  alone (camera_init.factorization_cameras) and every track is triangulated
+  under those cameras: if that brings the candidates' median error under
+  SECOND_BODY_GAIN times their error under the clip's cameras, another rigid
+  motion explains them, a second object, not the clip's own motion fitted
+  roughly (a background scene under slightly wrong cameras, a deforming body,
+  whose worst tracks gain less from cameras of their own). Under stop-gradient.
+
+  Args:
+    rot6d, centre, log_focal, xy_norm, valid: as in `triangulate_static`.
+    frame_mask: (b, t) bool, False on padded frames.
+    static: (b, n, 3) the points triangulated under these cameras.
+    prior, ridge: the triangulation's ridge prior and weight.
+    centre_prior: the factorisation's frame-0 centre.
+
+  Returns:
+    (b,) bool.
+
+  Example:
+    >>> two = second_body(rot6d, centre, lf, xy, valid, frame_mask, pts, raw.bases[..., 0], 1e-2, (0, 0, -15))
+  """
+  sg = jax.lax.stop_gradient
+  rot6d, centre, log_focal, xy_norm, static, prior = (sg(x) for x in (rot6d, centre, log_focal, xy_norm, static,
+                                                                        prior))
+  w = valid.astype(xy_norm.dtype)
+  seen = w.sum(1) > 0  # (b, n)
+  rho = _rms_error(static_projection(rot6d, centre, log_focal, static)[0], xy_norm, w)
+  median = lambda r, m: jnp.nanmedian(jnp.where(m, r, jnp.nan), axis=1)  # (b,)
+  candidate = seen & (rho > SECOND_BODY_RESIDUAL * median(rho, seen)[:, None])
+  own_rot6d, own_centre, _ = factorization_cameras(xy_norm, valid & candidate[:, None, :], frame_mask, centre_prior)
+  own_static = triangulate_static(own_rot6d, own_centre, log_focal, xy_norm, valid, prior, ridge)
+  own_rho = _rms_error(static_projection(own_rot6d, own_centre, log_focal, own_static)[0], xy_norm, w)
+  gain = median(own_rho, candidate) / median(rho, candidate)
+  return sg((candidate.sum(1) >= SECOND_BODY_MIN_TRACKS) & jnp.isfinite(gain) & (gain < SECOND_BODY_GAIN))

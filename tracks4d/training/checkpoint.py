@@ -34,7 +34,7 @@ RESUMABLE_KEYS = ("num_steps", "log_every", "checkpoint_every", "eval.every", "d
 ADDED_KEYS = {"model.uncorrected_starts": False, "model.occlusion_weight": 0.0,
               "model.start_score_weights": [0.0, 0.0], "model.refine_layers": 0,
               "model.resection_steps": 0, "model.fallback_residual": 0.0,
-              "model.fallback_relative": 0.0, "data.generator.mocap_exclude": [],
+              "model.fallback_relative": 0.0, "model.fallback_second_body": False, "data.generator.mocap_exclude": [],
               "optimizer.train_only": ""}  # Values as config.json holds them.
 
 
