@@ -201,7 +201,7 @@ def test_second_body_is_found_where_another_rigid_motion_explains_the_worst_trac
   from tracks4d.model.triangulation import second_body
 
   rot6d, centre, xy, valid, pts1 = _two_bodies(t=12, n1=24, n2=12)
-  t, n = xy.shape[1:3]
+  t = xy.shape[1]
   log_focal, frame_mask = jnp.zeros((1, t)), jnp.ones((1, t), bool)
   gate = lambda xy, valid: bool(second_body(
       rot6d, centre, log_focal, xy, valid, frame_mask,

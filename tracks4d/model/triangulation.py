@@ -163,7 +163,8 @@ def second_body(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, xy_no
   SECOND_BODY_GAIN times their error under the clip's cameras, another rigid
   motion explains them, a second object, not the clip's own motion fitted
   roughly (a background scene under slightly wrong cameras, a deforming body,
-  whose worst tracks gain less from cameras of their own). Under stop-gradient.
+  whose worst tracks gain less from cameras of their own). Its inputs are under
+  stop-gradient and its result is a bool: no gradient passes through it.
 
   Args:
     rot6d, centre, log_focal, xy_norm, valid: as in `triangulate_static`.
@@ -190,4 +191,4 @@ def second_body(rot6d: jax.Array, centre: jax.Array, log_focal: jax.Array, xy_no
   own_static = triangulate_static(own_rot6d, own_centre, log_focal, xy_norm, valid, prior, ridge)
   own_rho = _rms_error(static_projection(own_rot6d, own_centre, log_focal, own_static)[0], xy_norm, w)
   gain = median(own_rho, candidate) / median(rho, candidate)
-  return sg((candidate.sum(1) >= SECOND_BODY_MIN_TRACKS) & jnp.isfinite(gain) & (gain < SECOND_BODY_GAIN))
+  return (candidate.sum(1) >= SECOND_BODY_MIN_TRACKS) & jnp.isfinite(gain) & (gain < SECOND_BODY_GAIN)
