@@ -203,10 +203,12 @@ def test_second_body_is_found_where_another_rigid_motion_explains_the_worst_trac
   rot6d, centre, xy, valid, pts1 = _two_bodies(t=12, n1=24, n2=12)
   t = xy.shape[1]
   log_focal, frame_mask = jnp.zeros((1, t)), jnp.ones((1, t), bool)
-  gate = lambda xy, valid: bool(second_body(
+  # Jitted: run eagerly, the factorisation's many small ops took most of this test's 30-45 s.
+  found = jax.jit(lambda xy, valid: second_body(
       rot6d, centre, log_focal, xy, valid, frame_mask,
       triangulate_static(rot6d, centre, log_focal, xy, valid, jnp.zeros((1, xy.shape[2], 3)), 1e-2),
-      jnp.zeros((1, xy.shape[2], 3)), 1e-2, (0.0, 0.0, -6.0))[0])
+      jnp.zeros((1, xy.shape[2], 3)), 1e-2, (0.0, 0.0, -6.0)))
+  gate = lambda xy, valid: bool(found(xy, valid)[0])
   assert gate(xy, valid)  # Body 2 moves on its own.
   # Body 1 alone, 10 of its tracks with 10x the tracker noise of the others: those are the worst
   # fitted, but cameras of their own explain them no better (measured: gain about 1, against 0.1 above).
