@@ -54,8 +54,8 @@ def run(finetune_steps: int, learning_rate: float, seed: int, net: model_lib.Tra
 
 def main(argv):
   del argv
-  path = flags.FLAGS.model or pretrained.default_model_path()
   try:
+    path = flags.FLAGS.model or pretrained.default_model_path()
     net = checkpoint.load_model(path, **model_lib.parse_overrides(flags.FLAGS.override))
   except (FileNotFoundError, ValueError) as e:
     raise app.UsageError(f"--model / --override: {e}") from e
